@@ -1,0 +1,123 @@
+"""The only module that knows Prometheus: turns a fresh Collection into metric families.
+
+client_python's custom-collector pattern: ``collect()`` runs at scrape time and yields families built
+from that scrape's data only, so nothing is ever left over from an earlier scrape.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from . import netlink_source
+from .aggregate import SeriesKey
+from .records import FAMILY_LABEL, TYPE_LABEL
+from .scrape import Collection
+from .version import __version__
+
+SERIES_LABELS = ["family", "type", "status"]
+MAX_LABEL_LENGTH = 128
+
+
+def _series_labels(key: SeriesKey) -> list[str]:
+    table, sock_type, status = key
+    return [FAMILY_LABEL[table.family], TYPE_LABEL[sock_type], status]
+
+
+def _cap(value: str) -> str:
+    """Label values come from /proc (comm); cap them so one odd process cannot bloat a scrape."""
+    return value if len(value) <= MAX_LABEL_LENGTH else value[:MAX_LABEL_LENGTH]
+
+
+class SocketMetricsCollector(Collector):
+    """Yields the socket metrics; ``get_collection`` runs (or joins) one collection per scrape."""
+
+    def __init__(self, get_collection: Callable[[], Collection]) -> None:
+        self._get_collection = get_collection
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # never collect at registration time
+
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        c = self._get_collection()
+        yield from _socket_families(c)
+        yield from _health_families(c)
+        yield build_info()
+
+
+def _socket_families(c: Collection) -> Iterator[GaugeMetricFamily]:
+    totals = GaugeMetricFamily(
+        "socket_connections",
+        "Sockets in the configured kinds by family, type and psutil status; each socket counted once.",
+        labels=SERIES_LABELS)
+    for key, n in sorted(c.counts.totals.items(), key=lambda kv: _series_labels(kv[0])):
+        totals.add_metric(_series_labels(key), n)
+    yield totals
+    if not c.config.per_process.enabled:
+        return
+    owner_labels = list(c.config.per_process.labels)
+    per_process = GaugeMetricFamily(
+        "socket_process_connections",
+        "Sockets by owning process (lowest pid holding it). pid=\"unowned\": no owner found; "
+        "pid=\"other\": owners beyond per_process.max_owners. Sums to socket_connections.",
+        labels=SERIES_LABELS + owner_labels)
+    for (key, owner), n in sorted(c.counts.by_owner.items(), key=lambda kv: (_series_labels(kv[0][0]), kv[0][1])):
+        per_process.add_metric(_series_labels(key) + [_cap(v) for v in owner], n)
+    yield per_process
+
+
+def _health_families(c: Collection) -> Iterator[GaugeMetricFamily]:
+    success = GaugeMetricFamily("socket_scrape_collector_success",
+                                "1 if the collection stage succeeded this scrape, 0 if it failed.",
+                                labels=["collector"])
+    duration = GaugeMetricFamily("socket_scrape_collector_duration_seconds",
+                                 "Time the collection stage took this scrape.", labels=["collector"])
+    for stage in c.stages:
+        success.add_metric([stage.name], 1.0 if stage.success else 0.0)
+        duration.add_metric([stage.name], stage.seconds)
+    yield success
+    yield duration
+
+    source = GaugeMetricFamily("socket_scrape_source",
+                               "1 for the source (netlink or proc) that served each table this scrape.",
+                               labels=["table", "source"])
+    for table, name in c.source_of.items():
+        source.add_metric([table.value, name], 1.0)
+    yield source
+    yield GaugeMetricFamily("socket_netlink_fallback",
+                            "1 if source auto fell back to /proc/net for some table because netlink is unavailable.",
+                            value=1.0 if c.fallback else 0.0)
+    if not c.config.per_process.enabled:
+        return
+    unowned = GaugeMetricFamily(
+        "socket_unowned_sockets",
+        "Sockets with no owning process this scrape: reason no_inode (TIME_WAIT, SYN_RECV, orphaned) or "
+        "not_found (no readable /proc/PID/fd holds it: other pid namespace, kernel socket, exited, denied).",
+        labels=["reason"])
+    unowned.add_metric(["no_inode"], c.counts.unowned_no_inode)
+    unowned.add_metric(["not_found"], c.counts.unowned_not_found)
+    yield unowned
+    yield GaugeMetricFamily("socket_process_owners_folded",
+                            "Owners beyond per_process.max_owners folded into pid=\"other\" this scrape.",
+                            value=c.counts.owners_folded)
+    scan = c.owner_scan
+    if scan is not None:
+        processes = GaugeMetricFamily(
+            "socket_owner_scan_processes",
+            "Processes seen by the owner scan: scanned, denied (fd table unreadable: run as root for full "
+            "data), vanished (exited during the scan).", labels=["result"])
+        processes.add_metric(["scanned"], scan.scanned_pids)
+        processes.add_metric(["denied"], scan.denied_pids)
+        processes.add_metric(["vanished"], scan.vanished_pids)
+        yield processes
+
+
+def build_info() -> InfoMetricFamily:
+    return InfoMetricFamily("socket_exporter_build", "socket_exporter version and runtime.", value={
+        "version": __version__,
+        "python_version": platform.python_version(),
+        "pyroute2_version": netlink_source.PYROUTE2_VERSION,
+    })

@@ -1,0 +1,185 @@
+"""One collection: read the socket tables, find owners, count. I/O and timing live here.
+
+Stages, each timed and reported as success/failure (node_exporter style):
+
+* ``netlink``: sock_diag dump of every configured table (exporter.netlink_source).
+* ``proc``: /proc/net/* for tables netlink could not serve (or all of them with ``source: proc``).
+* ``owners``: /proc/PID/fd scan mapping inodes to pids (only with the per-process breakdown on).
+
+Why a failed table is left out instead of counted as zero: a kernel error or an unreadable
+/proc/net file says nothing about how many sockets exist, and a 0 would page nobody while CLOSE_WAIT
+piles up. The stage's success metric goes to 0 and the table's series disappear, which the
+``SocketExporterCollectorFailing`` alert catches.
+
+``auto`` falls back to /proc per table only when netlink is *unavailable* (refused, module missing),
+logs that once per table and exports ``socket_netlink_fallback 1``; any other netlink error fails the
+stage. Concurrent scrapes share one collection (``SharedCollection``): the second scraper waits for
+the one in flight and gets its result; a result is never served to a scrape that began after it
+finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+
+from . import netlink_source, owners, procfs_net
+from .aggregate import Counts, count_by_owner, count_totals
+from .config import Config
+from .kinds import tables_for
+from .records import SocketTable, SourceError, SourceUnavailable, Table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    name: str
+    success: bool
+    seconds: float
+
+
+@dataclass
+class Collection:
+    """Everything one scrape reports; built fresh for every scrape."""
+
+    config: Config
+    counts: Counts
+    stages: list[Stage] = field(default_factory=list)
+    source_of: dict[Table, str] = field(default_factory=dict)
+    fallback: bool = False
+    owner_scan: owners.OwnerScan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(stage.success for stage in self.stages)
+
+
+class _StageTimer:
+    def __init__(self, stages: list[Stage], name: str) -> None:
+        self.stages, self.name, self.success = stages, name, True
+        self.start = time.perf_counter()
+
+    def done(self) -> None:
+        self.stages.append(Stage(self.name, self.success, time.perf_counter() - self.start))
+
+
+class Collector:
+    """Runs collections for one config; remembers only which tables already logged a fallback."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.tables = tables_for(config.kinds)
+        self._fallback_logged: set[Table] = set()
+
+    def _read_netlink(self, stages: list[Stage]) -> tuple[list[SocketTable], list[Table], list[Table]]:
+        """Returns (tables read, tables served, tables to try from /proc)."""
+        timer, read, served, to_proc = _StageTimer(stages, "netlink"), [], [], []
+        for table in self.tables:
+            try:
+                read.extend(netlink_source.read_tables([table]))
+                served.append(table)
+            except SourceUnavailable as exc:
+                if self.config.source == "auto":
+                    to_proc.append(table)
+                    if table not in self._fallback_logged:
+                        self._fallback_logged.add(table)
+                        log.warning("netlink unavailable for %s, using /proc/net instead: %s", table.value, exc)
+                else:
+                    timer.success = False
+                    log.error("netlink source failed for %s: %s", table.value, exc)
+            except (SourceError, OSError) as exc:
+                timer.success = False
+                log.error("netlink source failed for %s: %s", table.value, exc)
+        timer.done()
+        return read, served, to_proc
+
+    def _read_proc(self, stages: list[Stage], wanted: Sequence[Table]) -> tuple[list[SocketTable], list[Table]]:
+        timer, read, served = _StageTimer(stages, "proc"), [], []
+        for table in wanted:
+            try:
+                read.extend(procfs_net.read_tables(self.config.procfs, [table]))
+                served.append(table)
+            except (SourceError, OSError) as exc:
+                timer.success = False
+                log.error("/proc source failed for %s: %s", table.value, exc)
+        timer.done()
+        return read, served
+
+    def collect(self) -> Collection:
+        config, stages = self.config, []
+        tables: list[SocketTable] = []
+        source_of: dict[Table, str] = {}
+        to_proc: list[Table] = list(self.tables) if config.source == "proc" else []
+        if config.source != "proc":
+            read, served, to_proc = self._read_netlink(stages)
+            tables += read
+            source_of.update(dict.fromkeys(served, "netlink"))
+        if to_proc:
+            read, served = self._read_proc(stages, to_proc)
+            tables += read
+            source_of.update(dict.fromkeys(served, "proc"))
+
+        counts = Counts(totals=count_totals(tables, source_of))
+        scan = None
+        if config.per_process.enabled:
+            timer = _StageTimer(stages, "owners")
+            wanted = set(chain.from_iterable(st.inodes for st in tables))
+            wanted.discard(0)
+            try:
+                scan = owners.scan_owners(config.procfs, wanted)
+                by_owner = count_by_owner(tables, scan.owner, scan.comm, config.per_process.labels,
+                                          config.per_process.max_owners)
+                by_owner.totals = counts.totals
+                counts = by_owner
+            except OSError as exc:  # /proc itself unreadable: totals stand, the breakdown is missing
+                timer.success = False
+                log.error("owner scan of %s failed: %s", config.procfs, exc)
+            timer.done()
+        fallback = any(source_of.get(t) == "proc" for t in self.tables) and config.source == "auto"
+        return Collection(config=config, counts=counts, stages=stages, source_of=source_of,
+                          fallback=fallback, owner_scan=scan)
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Collection | BaseException | None = None
+
+
+class SharedCollection:
+    """Single-flight: concurrent callers of ``get()`` share the collection that is in flight.
+
+    Each flight carries its own result, so a waiter can never pick up a later flight's result.
+    """
+
+    def __init__(self, collect: Callable[[], Collection]) -> None:
+        self._collect = collect
+        self._lock = threading.Lock()
+        self._inflight: _Flight | None = None
+
+    def get(self) -> Collection:
+        with self._lock:
+            flight, leader = self._inflight, self._inflight is None
+            if flight is None:
+                flight = self._inflight = _Flight()
+        if leader:
+            try:
+                flight.result = self._collect()
+            except BaseException as exc:  # handed to the waiters too, then re-raised
+                flight.result = exc
+            finally:
+                with self._lock:
+                    self._inflight = None
+                flight.done.set()
+        else:
+            flight.done.wait()
+        result = flight.result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        return result

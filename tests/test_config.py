@@ -1,0 +1,82 @@
+"""Config loading: the shipped default, every refusal as one line naming file, key and value.
+
+Each bad config is a file under fixtures/config/ whose first line says the error it must produce
+(`# expect: ...`); the empty file cannot carry one, so its expectation is here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Config, ConfigError, load_config, parse_config, with_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = sorted((ROOT / "tests/fixtures/config").glob("*.yml"))
+EXPECT_WITHOUT_COMMENT = {"empty.yml": "file is empty; want a mapping with at least `kinds:`"}
+
+
+def expected_error(path: Path) -> str:
+    text = path.read_text()
+    if text.startswith("# expect: "):
+        return text.splitlines()[0].removeprefix("# expect: ")
+    return EXPECT_WITHOUT_COMMENT[path.name]
+
+
+def test_shipped_config_equals_builtin_defaults() -> None:
+    assert load_config(str(ROOT / "config/socket_exporter.yml")) == Config()
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
+def test_bad_config_is_refused_with_one_line(path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    message = str(exc.value)
+    assert message.startswith(f"{path}: "), message
+    assert expected_error(path) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("path", BAD[:3], ids=[p.name for p in BAD[:3]])
+def test_cli_config_check_exits_2_with_one_line(path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--config", str(path), "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and expected_error(path) in lines[0] and str(path) in lines[0]
+
+
+def test_cli_config_check_accepts_shipped_config() -> None:
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--config", "config/socket_exporter.yml",
+                           "--config.check"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "config OK" in proc.stdout
+
+
+def test_missing_file_and_oversized_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "nope.yml"))
+    big = tmp_path / "big.yml"
+    big.write_text("# " + "x" * 70000 + "\nkinds: [tcp]\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(str(big))
+
+
+def test_valid_config_and_flag_overrides() -> None:
+    config = parse_config("kinds: [tcp4, unix]\nsource: proc\nper_process: {labels: [process], max_owners: 3}\n",
+                          "t.yml")
+    assert config.kinds == ("tcp4", "unix") and config.source == "proc"
+    assert config.per_process.labels == ("process",) and config.per_process.max_owners == 3
+    overridden = with_overrides(config, source="netlink", procfs=None)
+    assert overridden.source == "netlink" and overridden.procfs == "/proc"
+
+
+def test_bad_flag_value_is_refused() -> None:
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--web.listen-address", "nowhere", "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert "--web.listen-address: got 'nowhere'" in proc.stderr
