@@ -84,7 +84,7 @@ def count_by_owner(
         no_inode = st.inodes.count(0)
         counts.unowned_no_inode += no_inode
         counts.unowned_not_found += pids.count(_NO_OWNER) - no_inode
-        for (state, pid), n in Counter(zip(st.states, pids)).items():
+        for (state, pid), n in Counter(zip(st.states, pids, strict=True)).items():
             raw[((st.table, st.sock_type, status_name(st.table, state)), pid)] += n
 
     # Group pids into label keys first: with labels [process] several pids share one key.
@@ -101,10 +101,8 @@ def count_by_owner(
     ranked = sorted(key_size, key=lambda k: (-key_size[k], key_min_pid[k]))
     kept = set(ranked[:max_owners])
     counts.owners_folded = max(0, len(ranked) - max_owners)
-    other = _other_key(labels)
+    other, unowned = _other_key(labels), _owner_key(_NO_OWNER, labels, comm)
     for (series, key), n in by_key.items():
-        if key in kept or key[0] in (UNOWNED_PID, UNOWNED_PROCESS):
-            counts.by_owner[(series, key)] = counts.by_owner.get((series, key), 0) + n
-        else:
-            counts.by_owner[(series, other)] = counts.by_owner.get((series, other), 0) + n
+        bucket = key if key in kept or key == unowned else other
+        counts.by_owner[(series, bucket)] = counts.by_owner.get((series, bucket), 0) + n
     return counts

@@ -8,6 +8,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import socket
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from .version import __version__
 
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 128
 WORKERS = 8
+# generate_latest() writes the classic text format; newer client_python labels it "version=1.0.0",
+# which Prometheus releases before 3.x (Debian's 2.42 among them) do not know.
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 READ_TIMEOUT_SECONDS = 10.0
 
 
@@ -42,7 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
                 log.exception("scrape failed")
                 self._send(500, b"scrape failed; see the exporter's log\n", "text/plain; charset=utf-8")
                 return
-            self._send(200, body, CONTENT_TYPE_LATEST)
+            self._send(200, body, CONTENT_TYPE_TEXT)
         elif path == "/-/healthy":
             self._send(200, b"OK\n", "text/plain; charset=utf-8")
         elif path == "/":
@@ -69,10 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def handle(self) -> None:
-        try:
+        with contextlib.suppress(ConnectionError, TimeoutError):  # the client went away or stalled
             super().handle()
-        except (ConnectionError, TimeoutError, socket.timeout):
-            pass  # the client went away or stalled: nothing to report
 
 
 class ExporterHTTPServer(HTTPServer):

@@ -124,8 +124,8 @@ def status_name(table: Table, state: int) -> str:
         raise ValueError(f"{table.name}: unknown TCP state {state}") from None
 
 
-FAMILY_LABEL = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX"}
-TYPE_LABEL = {
+FAMILY_LABEL: dict[int, str] = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX"}
+TYPE_LABEL: dict[int, str] = {
     socket.SOCK_STREAM: "SOCK_STREAM",
     socket.SOCK_DGRAM: "SOCK_DGRAM",
     socket.SOCK_SEQPACKET: "SOCK_SEQPACKET",

@@ -111,7 +111,7 @@ class Collector:
         return read, served
 
     def collect(self) -> Collection:
-        config, stages = self.config, []
+        config, stages = self.config, list[Stage]()
         tables: list[SocketTable] = []
         source_of: dict[Table, str] = {}
         to_proc: list[Table] = list(self.tables) if config.source == "proc" else []

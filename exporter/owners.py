@@ -1,0 +1,184 @@
+"""Map socket inodes to the processes holding them, through ``/proc/PID/fd`` as psutil does.
+
+Why this is its own step: neither /proc/net nor sock_diag says which process holds a socket; only
+each process's fd table does (``/proc/PID/fd/N`` is a symlink whose target reads ``socket:[44034]``
+for a socket, ``pipe:[1]``, ``/dev/null``, ``anon_inode:[eventfd]`` ... otherwise; see proc(5)).
+Reading every fd of every process is the slowest part of a scrape, so this module:
+
+* visits pids in ascending numeric order and stops as soon as every wanted inode is placed, so
+  "first pid found" is "lowest pid holding it" and stopping early cannot change the answer;
+* skips a pid whose fd dir has ``st_size == 0``: since Linux 6.2 that size is the number of open
+  fds (0 for kernel threads); on older kernels it is always 0, so the skip is enabled only when
+  ``{procfs}/self/fd`` reports a non-zero size;
+* opens each fd dir once and reads links relative to it (``readlinkat``): no path walk per fd,
+  and a pid that exits mid-scan cannot be confused with a new process reusing its number.
+
+Processes come and go during a scan: a vanished pid or fd is normal and only counted, and so is a
+pid whose fd dir we may not read (not root, or a ptrace-restricted process).
+
+Measured on this host (Linux 6.18, 2 vCPU, Python 3.11), per call: readlinkat 3.8 us/fd,
+statat 3.9 us/fd, readlink by full path 4.9 us/fd; ``stat(fd dir)`` 3.1 us/pid vs 16-22 us/pid to
+list an empty fd dir. Scanning 10k socket fds in 10 processes: 70 ms psutil-style (listdir + full
+path readlink), 53 ms with a dir fd + readlinkat. stat vs readlink is a tie in speed; readlink wins
+because it needs no S_ISSOCK + st_dev check (an O_PATH fd on a socket *file* also stats as S_IFSOCK,
+with a disk inode number that can collide) and works on the fixture trees, whose links dangle.
+With 359 fd-less pids of 384, the st_size skip took a full scan from 6.0 ms to 3.9 ms.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Literal
+
+_SOCKET_PREFIX = "socket:["
+#: C0 controls and DEL -> "?" as ps(1) prints them: a comm stays one harmless line in logs and labels.
+_CONTROL = {c: "?" for c in (*range(32), 127)}
+
+
+@dataclass(slots=True)
+class OwnerScan:
+    """Result of one :func:`scan_owners` pass.
+
+    ``scanned_pids`` counts pids whose fd table was read (or known empty); together with
+    ``denied_pids`` and ``vanished_pids`` that is every pid visited before the scan stopped.
+    ``vanished_fds`` counts fds closed between listing the dir and reading the link (our own
+    listing fd is one of them when the scan reaches our pid).
+    """
+
+    owner: dict[int, int] = field(default_factory=dict)
+    comm: dict[int, str] = field(default_factory=dict)
+    denied_pids: int = 0
+    vanished_pids: int = 0
+    vanished_fds: int = 0
+    scanned_pids: int = 0
+    scanned_fds: int = 0
+
+
+def socket_inode(link: str) -> int | None:
+    """The inode of an fd link target ``socket:[12345]``, or None for anything else.
+
+    >>> socket_inode("socket:[12345]"), socket_inode("pipe:[1]"), socket_inode("/tmp/socket:[1]")
+    (12345, None, None)
+    """
+    if not (link.startswith(_SOCKET_PREFIX) and link.endswith("]")):
+        return None
+    digits = link[len(_SOCKET_PREFIX) : -1]
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def parse_comm(raw: bytes) -> str:
+    """``/proc/PID/comm`` content -> process name.
+
+    The kernel appends one newline; the name itself is up to 15 arbitrary non-NUL bytes, cut at a
+    byte boundary, so it may be invalid UTF-8 (-> U+FFFD) or hold newlines and tabs (-> "?", as
+    ps does). Quotes and backslashes are kept: escaping them is the exposition format's job.
+
+    >>> parse_comm(b'nginx\\n'), parse_comm(b'a\\nb"\\xff\\n')
+    ('nginx', 'a?b"\\ufffd')
+    """
+    return raw.removesuffix(b"\n").decode("utf-8", "replace").translate(_CONTROL)
+
+
+def _fd_count_works(procfs: str) -> bool:
+    """True when the fd dir's st_size is the open-fd count (Linux >= 6.2): we have fds open."""
+    try:
+        return os.stat(f"{procfs}/self/fd").st_size > 0
+    except OSError:
+        return False
+
+
+def _read_comm(procfs: str, pid: int) -> str | None:
+    try:
+        with open(f"{procfs}/{pid}/comm", "rb") as f:
+            return parse_comm(f.read())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def scan_owners(procfs: str, wanted: Collection[int], *, highest_pid: bool = False) -> OwnerScan:
+    """Find, for each wanted socket inode, the lowest pid holding it (inode 0 is never wanted).
+
+    ``highest_pid=True`` scans pids in descending order instead, which is what psutil <= 7.2
+    effectively reports for an inet socket shared by several processes (its per-pid ``dict.update``
+    lets the last, highest pid win). Returns at once when nothing is wanted.
+
+    Vanished and denied pids/fds are counted, never raised. Any other OSError propagates with its
+    filename: an unlistable ``procfs`` is a failed scan, not "no owners".
+    """
+    scan = OwnerScan()
+    remaining = set(wanted)
+    remaining.discard(0)
+    if not remaining:
+        return scan
+    pids = sorted(int(name) for name in os.listdir(procfs) if name.isdigit())
+    if highest_pid:
+        pids.reverse()
+    skip_empty = _fd_count_works(procfs)
+    owner = scan.owner
+    for pid in pids:
+        fd_dir = f"{procfs}/{pid}/fd"
+        try:
+            if skip_empty and os.stat(fd_dir).st_size == 0:
+                scan.scanned_pids += 1
+                continue
+            dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, ProcessLookupError):
+            scan.vanished_pids += 1
+            continue
+        except PermissionError:
+            scan.denied_pids += 1
+            continue
+        before = len(owner)
+        try:
+            status = _scan_fds(dir_fd, pid, remaining, owner, scan)
+        finally:
+            os.close(dir_fd)
+        if status == "ok":
+            scan.scanned_pids += 1
+        elif status == "denied":
+            scan.denied_pids += 1
+        else:
+            scan.vanished_pids += 1
+        if len(owner) > before and (name := _read_comm(procfs, pid)) is not None:
+            scan.comm[pid] = name
+        if not remaining:
+            break
+    return scan
+
+
+def _scan_fds(
+    dir_fd: int, pid: int, remaining: set[int], owner: dict[int, int], scan: OwnerScan
+) -> Literal["ok", "denied", "vanished"]:
+    """Read every fd link of one process; place the wanted inodes it holds that are still unplaced."""
+    try:
+        names = os.listdir(dir_fd)
+    except (FileNotFoundError, ProcessLookupError):
+        return "vanished"
+    except PermissionError:
+        return "denied"
+    for name in names:
+        try:
+            link = os.readlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            scan.vanished_fds += 1
+            continue
+        except ProcessLookupError:
+            return "vanished"
+        except PermissionError:  # credentials changed mid-scan (setuid exec)
+            return "denied"
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENAMETOOLONG):  # not a link / huge path: no socket
+                raise
+            scan.scanned_fds += 1
+            continue
+        scan.scanned_fds += 1
+        inode = socket_inode(link)
+        if inode is not None and inode in remaining:
+            owner[inode] = pid
+            remaining.discard(inode)
+            if not remaining:
+                break
+    return "ok"
