@@ -1,0 +1,248 @@
+"""Deployment files: the Kubernetes manifests against the bundled Kubernetes schema, the systemd unit
+with systemd-analyze, and both against what the exporter needs: the host's namespaces, the two
+capabilities that read other users' /proc/PID/fd, AF_NETLINK, and memory for the measured footprint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.main import build_parser, resolve_config
+from exporter.version import __version__
+from tests._require import require, require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "config/kubernetes"
+UNIT = ROOT / "config/socket-exporter.service"
+CAPS = {"DAC_READ_SEARCH", "SYS_PTRACE"}
+MIB = 1024 * 1024
+MDWE_EXEC = ("import ctypes, os, sys; assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0, 'PR_SET_MDWE'; "
+             "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+@contextmanager
+def exporter_server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Runs ``cmd`` (serving on 127.0.0.1:port) until /-/healthy answers; yields its pid."""
+    proc = subprocess.Popen(cmd, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"server exited: {proc.communicate()[1][-2000:]}"
+            try:
+                if get(port, "/-/healthy")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer /-/healthy in 30 s"
+            time.sleep(0.2)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+def kind(name: str, wanted: str) -> dict[str, Any]:
+    (found,) = [d for d in docs(name) if d["kind"] == wanted]
+    return found
+
+
+def container() -> dict[str, Any]:
+    (c,) = kind("daemonset.yaml", "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    return c  # type: ignore[no-any-return]
+
+
+def quantity(q: str) -> int:
+    units = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB, "M": 10**6, "G": 10**9}
+    m = re.fullmatch(r"(\d+)([KMG]i?)?", q)
+    assert m, q
+    return int(m[1]) * units.get(m[2] or "", 1)
+
+
+def unit_keys(text: str) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            k, _, v = line.partition("=")
+            keys.setdefault(k.strip(), []).append(v.strip())
+    return keys
+
+
+def test_manifests_validate_against_the_kubernetes_schema(tmp_path: Path) -> None:
+    tool = require_tool("kubernetes-validate")
+    files = [str(K8S / "daemonset.yaml"), str(K8S / "service.yaml")]
+    for version in ("1.30.0", None):  # appArmorProfile needs 1.30; None: the newest bundled schema
+        cmd = [tool, "--strict", "--quiet", *(["-k", version] if version else []), *files]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((K8S / "daemonset.yaml").read_text().replace("hostPID:", "hostPid:"))
+    proc = subprocess.run([tool, "--strict", str(typo)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "hostPid" in proc.stdout + proc.stderr
+
+
+def test_daemonset_sees_the_host_with_only_two_capabilities() -> None:
+    pod = kind("daemonset.yaml", "DaemonSet")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["hostPID"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    c = container()
+    sc = c["securityContext"]
+    assert set(sc["capabilities"]["add"]) == CAPS and sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc.get("privileged") is not True
+    (proc_mount,) = [m for m in c["volumeMounts"] if m["name"] == "proc"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "proc"]
+    assert volume["hostPath"]["path"] == "/proc" and proc_mount["readOnly"] is True
+    args = build_parser().parse_args(c["args"])
+    assert args.procfs == proc_mount["mountPath"]
+    port = next(p for p in c["ports"] if p["name"] == "metrics")
+    assert port["containerPort"] == port["hostPort"] == int(args.listen_address.rsplit(":", 1)[1])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}, probe
+
+
+def test_scrape_objects_select_the_daemonset_pods() -> None:
+    labels = kind("daemonset.yaml", "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    namespace = kind("daemonset.yaml", "DaemonSet")["metadata"]["namespace"]
+    service = kind("service.yaml", "Service")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
+    monitor = kind("podmonitor.yaml", "PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    assert service["metadata"]["namespace"] == monitor["metadata"]["namespace"] == namespace
+
+
+def test_image_tag_follows_the_version() -> None:
+    assert container()["image"].rsplit(":", 1)[1] == __version__
+
+
+def test_memory_settings_cover_the_measured_footprint() -> None:
+    """Peak RSS of --once and of the server after scrapes, here: limits need 1.5x headroom over it."""
+    cmd = [sys.executable, "-m", "exporter"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    once = subprocess.Popen([*cmd, "--once"], env=env, cwd="/", stdout=subprocess.DEVNULL)
+    once_peak = os.wait4(once.pid, 0)[2].ru_maxrss * 1024
+    once.returncode = 0  # reaped above
+    port = free_port()
+    with exporter_server([*cmd, f"--web.listen-address=127.0.0.1:{port}"], port, env) as pid:
+        for _ in range(3):
+            assert get(port, "/metrics")[0] == 200
+        status = Path(f"/proc/{pid}/status").read_text()
+    server_peak = int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
+    peak = max(once_peak, server_peak)
+    assert 20 * MIB < peak < 100 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
+    res = container()["resources"]
+    assert quantity(res["requests"]["memory"]) >= server_peak, "request below what the server holds"
+    assert 1.5 * peak <= quantity(res["limits"]["memory"]) <= 256 * MIB
+    unit = unit_keys(UNIT.read_text())
+    assert 1.5 * peak <= quantity(unit["MemoryMax"][-1]) <= 256 * MIB
+
+
+def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    exe = os.path.realpath(sys.executable)  # verify wants an executable that exists
+    text = UNIT.read_text().replace("/opt/socket-exporter/bin/socket-exporter", exe)
+    (tmp_path / "socket-exporter.service").write_text(text)
+    (tmp_path / "typo.service").write_text(text.replace("AmbientCapabilities", "AmbientCapabilites"))
+    verify = [tool, "verify", "--man=no"]
+    proc = subprocess.run([*verify, str(tmp_path / "socket-exporter.service")], capture_output=True,
+                          text=True)
+    assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
+    typo = subprocess.run([*verify, str(tmp_path / "typo.service")], capture_output=True, text=True)
+    assert "AmbientCapabilites" in typo.stderr, "verify must report an unknown key"
+    security = subprocess.run([tool, "security", "--offline=yes", "--threshold=30",
+                               str(tmp_path / "socket-exporter.service")], capture_output=True, text=True)
+    assert security.returncode == 0, "exposure above 3.0:\n" + security.stdout[-3000:]
+
+
+def test_unit_keeps_what_the_exporter_needs() -> None:
+    unit = unit_keys(UNIT.read_text())
+    one = {k: v[-1] for k, v in unit.items()}
+    assert one["User"] not in ("root", "0") and one["DynamicUser"] == "yes"
+    for key in ("AmbientCapabilities", "CapabilityBoundingSet"):
+        assert set(one[key].split()) == {f"CAP_{c}" for c in CAPS}, key
+    assert {"AF_NETLINK", "AF_INET", "AF_INET6"} <= set(one["RestrictAddressFamilies"].split())
+    assert one.get("PrivateNetwork", "no") == "no" and one.get("PrivateUsers", "no") == "no"
+    assert one.get("ProtectProc", "default") == "default" and one.get("ProcSubset", "all") == "all"
+    env_file = one["EnvironmentFile"].lstrip("-")
+    assert env_file == "/etc/default/socket-exporter"
+    exec_start = shlex.split(one["ExecStart"])
+    assert exec_start[1:] == ["$SOCKET_EXPORTER_ARGS"], "unbraced: systemd splits it into words"
+    env = dict(line.split("=", 1) for line in (ROOT / "config/socket-exporter.env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    args = build_parser().parse_args(shlex.split(shlex.split(env["SOCKET_EXPORTER_ARGS"])[0]))
+    resolve_config(args)  # raises on a bad value
+
+
+def test_hardened_unit_lets_the_exporter_run(tmp_path: Path) -> None:
+    """The exporter under strace, with MemoryDenyWriteExecute's W^X rule set by prctl(PR_SET_MDWE):
+    every syscall it makes passes the unit's SystemCallFilter, every socket RestrictAddressFamilies."""
+    analyze, strace = require_tool("systemd-analyze"), require_tool("strace")
+    kernel = tuple(int(n) for n in re.findall(r"\d+", os.uname().release)[:2])
+    require(kernel >= (6, 3), "PR_SET_MDWE needs Linux 6.3")
+
+    def members(group: str) -> set[str]:
+        out = subprocess.run([analyze, "syscall-filter", group], capture_output=True, text=True).stdout
+        lines = [t.strip() for t in out.splitlines()[1:] if t.strip() and not t.strip().startswith("#")]
+        return set().union(*(members(t) if t.startswith("@") else {t} for t in lines))
+
+    unit = unit_keys(UNIT.read_text())
+    allowed: set[str] = set()
+    for entry in unit["SystemCallFilter"]:
+        deny, names = entry.startswith("~"), entry.lstrip("~").split()
+        found = set().union(*(members(n) if n.startswith("@") else {n} for n in names))
+        allowed = allowed - found if deny else allowed | found
+    trace = tmp_path / "trace"
+    base = [sys.executable, "-c", MDWE_EXEC, strace, "-f", "-qq", "-o", str(trace),
+            sys.executable, "-m", "exporter"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    assert subprocess.run([*base, "--once"], env=env, cwd="/", capture_output=True).returncode == 0
+    text = trace.read_text()
+    port = free_port()
+    with exporter_server([*base, f"--web.listen-address=127.0.0.1:{port}"], port, env) as pid:
+        assert get(port, "/metrics")[0] == 200
+        (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        os.kill(int(child), 15)  # the exporter, not strace: strace would detach and leave it running
+    text += trace.read_text()
+    used = set(re.findall(r"^\d+\s+([a-z0-9_]+)\(", text, re.M))
+    assert {"socket", "readlink", "getdents64"} <= used, "the trace missed the exporter's work"
+    assert used <= allowed, f"blocked by SystemCallFilter: {sorted(used - allowed)}"
+    families = set(re.findall(r"^\d+\s+socket\((AF_\w+)", text, re.M))
+    assert "AF_NETLINK" in families and families <= set(unit["RestrictAddressFamilies"][-1].split())
