@@ -147,6 +147,10 @@ def test_scrape_objects_select_the_daemonset_pods() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
     assert service["metadata"]["namespace"] == monitor["metadata"]["namespace"] == namespace
+    # the alert rules select job="socket_exporter"; the operator's default job name would not match
+    relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert {"targetLabel": "job", "replacement": "socket_exporter"} in relabel
+    assert 'job="socket_exporter"' in (ROOT / "config/alerts.yml").read_text()
 
 
 def test_image_tag_follows_the_version() -> None:
