@@ -79,22 +79,27 @@ class Collector:
     def _read_netlink(self, stages: list[Stage]) -> tuple[list[SocketTable], list[Table], list[Table]]:
         """Returns (tables read, tables served, tables to try from /proc)."""
         timer, read, served, to_proc = _StageTimer(stages, "netlink"), [], [], []
+        unavailable: dict[Table, SourceUnavailable] = {}
         for table in self.tables:
             try:
                 read.extend(netlink_source.read_tables([table]))
                 served.append(table)
             except SourceUnavailable as exc:
-                if self.config.source == "auto":
-                    to_proc.append(table)
-                    if table not in self._fallback_logged:
-                        self._fallback_logged.add(table)
-                        log.warning("netlink unavailable for %s, using /proc/net instead: %s", table.value, exc)
-                else:
-                    timer.success = False
-                    log.error("netlink source failed for %s: %s", table.value, exc)
+                unavailable[table] = exc
             except (SourceError, OSError) as exc:
                 timer.success = False
                 log.error("netlink source failed for %s: %s", table.value, exc)
+        if unavailable and self.config.source == "auto":
+            to_proc = list(unavailable)
+            new = [t for t in unavailable if t not in self._fallback_logged]
+            if new:  # once per table for the life of the process, in one line
+                self._fallback_logged.update(new)
+                log.warning("netlink unavailable (%s); reading %s from /proc/net instead",
+                            unavailable[new[0]], ", ".join(t.value for t in new))
+        elif unavailable:
+            timer.success = False
+            log.error("netlink source unavailable for %s: %s", ", ".join(t.value for t in unavailable),
+                      next(iter(unavailable.values())))
         timer.done()
         return read, served, to_proc
 
