@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "config" / "alerts.yml"
 DASHBOARD = ROOT / "dashboards" / "socket_exporter.json"
-DOCS = ROOT / "docs-fragments" / "alerts_dashboard.md"
+DOCS = ROOT / "README.md"
 
 #: Metrics Prometheus itself makes (per target, or from the rules); everything else must be exported.
 PROMETHEUS_METRICS = frozenset({"up", "scrape_duration_seconds", "ALERTS"})

@@ -6,7 +6,7 @@
 * mutation checks: weakening a rule (dropping the floor, the ratio, ``for:``, the per-pid key, the
   rising check...) makes the unit tests FAIL. Without this, a test file that asserts nothing useful
   (say, exp_alerts: [] everywhere) would pass as well as a good one;
-* labels, annotations, the thresholds tables and runbooks in docs-fragments agree with the rules;
+* labels, annotations, the thresholds tables and runbooks in README.md agree with the rules;
 * every recording-rule name used anywhere is defined, and the example scrape config loads.
 """
 
@@ -117,7 +117,7 @@ def test_alerts_are_labelled_and_annotated() -> None:
 
 
 def _doc_table(first_column: str) -> dict[str, list[str]]:
-    """Rows of the docs-fragments table whose header starts with ``first_column``, by first cell."""
+    """Rows of the README table whose header starts with ``first_column``, by first cell."""
     rows: dict[str, list[str]] = {}
     inside = False
     for line in pq.DOCS.read_text().splitlines():
