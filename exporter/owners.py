@@ -6,7 +6,8 @@ for a socket, ``pipe:[1]``, ``/dev/null``, ``anon_inode:[eventfd]`` ... otherwis
 Reading every fd of every process is the slowest part of a scrape, so this module:
 
 * visits pids in ascending numeric order and stops as soon as every wanted inode is placed, so
-  "first pid found" is "lowest pid holding it" and stopping early cannot change the answer;
+  "first pid found" is "lowest pid holding it" and stopping early cannot change the answer
+  (psutil in fact reports the highest pid for a shared socket: see ``highest_pid``);
 * skips a pid whose fd dir has ``st_size == 0``: since Linux 6.2 that size is the number of open
   fds (0 for kernel threads); on older kernels it is always 0, so the skip is enabled only when
   ``{procfs}/self/fd`` reports a non-zero size;
@@ -23,6 +24,8 @@ path readlink), 53 ms with a dir fd + readlinkat. stat vs readlink is a tie in s
 because it needs no S_ISSOCK + st_dev check (an O_PATH fd on a socket *file* also stats as S_IFSOCK,
 with a disk inode number that can collide) and works on the fixture trees, whose links dangle.
 With 359 fd-less pids of 384, the st_size skip took a full scan from 6.0 ms to 3.9 ms.
+End to end, scan_owners over 10.2k fds in 84 pids: 60 ms (~170k fds/s); 6.5 ms when it could stop
+after the 68th pid; psutil.net_connections("all") on the same sockets: 152 ms.
 """
 
 from __future__ import annotations
