@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,15 @@ def population() -> Iterator[Population]:
     require_netns()
     with Netns() as ns, socket_population(ns, scale=1) as pop:
         yield pop
+
+
+#: Directories the fake /proc trees need but git cannot store because they are empty: a process with
+#: no open fds (kernel thread) and a pid directory whose process vanished (no fd/, no comm).
+EMPTY_FIXTURE_DIRS = ("basic/2/fd", "basic/9999", "malformed/1/fd")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _restore_empty_fixture_dirs() -> None:
+    root = Path(__file__).resolve().parent / "fixtures" / "procfs"
+    for rel in EMPTY_FIXTURE_DIRS:
+        (root / rel).mkdir(parents=True, exist_ok=True)
