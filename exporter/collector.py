@@ -1,7 +1,15 @@
 """The only module that knows Prometheus: turns a fresh Collection into metric families.
 
 client_python's custom-collector pattern: ``collect()`` runs at scrape time and yields families built
-from that scrape's data only, so nothing is ever left over from an earlier scrape.
+from that scrape's data only, so nothing is ever left over from an earlier scrape. It takes ONE
+reference to the current :class:`~exporter.reload.ExporterState` and builds every family from it, so
+a scrape racing a config reload reports one config or the other, never a mix.
+
+Label values: the owner's ``process`` label is a process name anyone can set (``prctl``, writing
+``/proc/self/comm``), and with ``--path.procfs`` any file. client_python escapes ``\\``, ``"`` and
+newlines in the exposition; here each value is made encodable (lone surrogates would make the whole
+scrape fail in ``.encode()``) and capped at MAX_LABEL_LENGTH characters. Capping can make two owners
+equal; their counts are then summed, never emitted twice as duplicate series.
 """
 
 from __future__ import annotations
@@ -9,12 +17,14 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from . import netlink_source
 from .aggregate import SeriesKey
+from .kinds import tables_for
 from .records import FAMILY_LABEL, TYPE_LABEL
+from .reload import ExporterState, ReloadStatus
 from .scrape import Collection
 from .version import __version__
 
@@ -27,24 +37,33 @@ def _series_labels(key: SeriesKey) -> list[str]:
     return [FAMILY_LABEL[table.family], TYPE_LABEL[sock_type], status]
 
 
-def _cap(value: str) -> str:
-    """Label values come from /proc (comm); cap them so one odd process cannot bloat a scrape."""
+def label_value(value: str) -> str:
+    """A label value that encodes as UTF-8 and is at most MAX_LABEL_LENGTH characters (module docstring)."""
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
     return value if len(value) <= MAX_LABEL_LENGTH else value[:MAX_LABEL_LENGTH]
 
 
-class SocketMetricsCollector(Collector):
-    """Yields the socket metrics; ``get_collection`` runs (or joins) one collection per scrape."""
+Family = GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily
 
-    def __init__(self, get_collection: Callable[[], Collection]) -> None:
-        self._get_collection = get_collection
+
+class SocketMetricsCollector(Collector):
+    """Yields the socket metrics from the state ``get_state`` returns, read once per scrape."""
+
+    def __init__(self, get_state: Callable[[], ExporterState]) -> None:
+        self._get_state = get_state
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # never collect at registration time
 
-    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
-        c = self._get_collection()
+    def collect(self) -> Iterator[Family]:
+        state = self._get_state()  # the one reference: config, collection and reload status agree
+        c = state.collect()
         yield from _socket_families(c)
         yield from _health_families(c)
+        yield from _netlink_families(c)
+        if state.reload is not None:
+            yield from _reload_families(state.reload)
         yield build_info()
 
 
@@ -64,8 +83,12 @@ def _socket_families(c: Collection) -> Iterator[GaugeMetricFamily]:
         "Sockets by owning process (lowest pid holding it). pid=\"unowned\": no owner found; "
         "pid=\"other\": owners beyond per_process.max_owners. Sums to socket_connections.",
         labels=SERIES_LABELS + owner_labels)
-    for (key, owner), n in sorted(c.counts.by_owner.items(), key=lambda kv: (_series_labels(kv[0][0]), kv[0][1])):
-        per_process.add_metric(_series_labels(key) + [_cap(v) for v in owner], n)
+    series: dict[tuple[str, ...], int] = {}
+    for (key, owner), n in c.counts.by_owner.items():
+        labels = (*_series_labels(key), *map(label_value, owner))
+        series[labels] = series.get(labels, 0) + n  # owners equal once capped: summed, not duplicated
+    for labels, n in sorted(series.items()):
+        per_process.add_metric(list(labels), n)
     yield per_process
 
 
@@ -113,6 +136,32 @@ def _health_families(c: Collection) -> Iterator[GaugeMetricFamily]:
         processes.add_metric(["denied"], scan.denied_pids)
         processes.add_metric(["vanished"], scan.vanished_pids)
         yield processes
+
+
+def _netlink_families(c: Collection) -> Iterator[CounterMetricFamily]:
+    """Process-wide counters from the netlink source, for the tables this config dumps over netlink."""
+    if c.config.source == "proc":
+        return
+    tables = tables_for(c.config.kinds)
+    retried, published = netlink_source.interrupted_counts()
+    for name, doc, counts in (
+        ("socket_netlink_dump_retries", "sock_diag dumps retried because the kernel flagged them interrupted "
+         "(NLM_F_DUMP_INTR: the table changed mid-dump).", retried),
+        ("socket_netlink_dump_interrupted", "sock_diag dumps still interrupted after every retry and published "
+         "anyway: that table's counts may be off by the sockets that changed mid-dump.", published),
+    ):
+        family = CounterMetricFamily(name, doc, labels=["table"])
+        for table in tables:
+            family.add_metric([table.value], counts[table])
+        yield family
+
+
+def _reload_families(status: ReloadStatus) -> Iterator[GaugeMetricFamily]:
+    yield GaugeMetricFamily("socket_config_last_reload_successful",
+                            "1 if the last config (re)load succeeded, 0 if it failed and the previous config "
+                            "is still in use.", value=1.0 if status.successful else 0.0)
+    yield GaugeMetricFamily("socket_config_last_reload_success_timestamp_seconds",
+                            "Unix time of the last successful config (re)load.", value=status.last_success)
 
 
 def build_info() -> InfoMetricFamily:

@@ -1,8 +1,9 @@
 """Command line: ``socket-exporter`` / ``python -m exporter``.
 
 Flags follow Prometheus exporter conventions (``--web.listen-address``, ``--path.procfs``...) and
-override the config file. Exit codes: 0 ok, 1 nothing could be collected (``--once``) or the server
-could not start, 2 a bad config or flag.
+override the config file, also after a reload (SIGHUP or ``POST /-/reload``, see exporter/reload.py).
+Exit codes: 0 ok, 1 nothing could be collected (``--once``) or the server could not start, 2 a bad
+config or flag.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from .collector import SocketMetricsCollector
 from .config import SOURCES, Config, ConfigError, load_config, parse_listen_address, with_overrides
 from .http_server import ExporterHTTPServer
+from .reload import ExporterState, Reloader, reload_on_sighup
 from .scrape import Collector, SharedCollection
 from .version import __version__
+from .web_config import WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -32,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to serve on (default :9731)")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH",
                    help="path serving metrics (default /metrics)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                   help="TLS and basic-auth config, exporter-toolkit's web-config.yml format (default: plain HTTP)")
     p.add_argument("--source", choices=SOURCES, help="where socket tables come from (default auto)")
     p.add_argument("--path.procfs", dest="procfs", metavar="DIR", help="procfs mount point (default /proc)")
     p.add_argument("--once", action="store_true",
@@ -44,21 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
-    """The file's config (or the defaults) with the flags on top. Raises ConfigError."""
-    config = load_config(args.config) if args.config else Config()
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given as flags (None = not given), validated. Raises ConfigError."""
     if args.listen_address is not None:
         parse_listen_address(args.listen_address)
     if args.telemetry_path is not None and not args.telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: got {args.telemetry_path!r}; want a path starting with /")
-    return with_overrides(config, listen_address=args.listen_address, telemetry_path=args.telemetry_path,
-                          source=args.source, procfs=args.procfs, log_level=args.log_level)
+    return {"listen_address": args.listen_address, "telemetry_path": args.telemetry_path,
+            "source": args.source, "procfs": args.procfs, "log_level": args.log_level}
 
 
-def make_registry(config: Config) -> CollectorRegistry:
+def resolve_config(args: argparse.Namespace) -> Config:
+    """The file's config (or the defaults) with the flags on top. Raises ConfigError."""
+    flags = flag_overrides(args)
+    config = load_config(args.config) if args.config else Config()
+    return with_overrides(config, **flags)
+
+
+def make_registry(reloader: Reloader) -> CollectorRegistry:
+    """The scrape registry: one collector reading the reloader's current state once per scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    shared = SharedCollection(Collector(config).collect)
-    registry.register(SocketMetricsCollector(shared.get))
+    registry.register(SocketMetricsCollector(lambda: reloader.state))
     return registry
 
 
@@ -66,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = resolve_config(args)
-    except ConfigError as exc:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except (ConfigError, WebConfigError) as exc:
         print(f"socket-exporter: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
@@ -77,14 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.once:
         collector = Collector(config)
         collection = collector.collect()
+        state = ExporterState(config, collector, SharedCollection(lambda: collection))  # no reload status
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SocketMetricsCollector(lambda: collection))
+        registry.register(SocketMetricsCollector(lambda: state))
         sys.stdout.write(generate_latest(registry).decode())
         return 0 if collection.source_of else 1
 
     host, port = parse_listen_address(config.listen_address)
+    reloader = Reloader(args.config, flag_overrides(args), config)
+    reload_on_sighup(reloader)  # before the server starts any thread; from here on SIGHUP reloads
     try:
-        server = ExporterHTTPServer((host, port), make_registry(config), config.telemetry_path)
+        server = ExporterHTTPServer((host, port), make_registry(reloader), config.telemetry_path,
+                                    web_config=web_config, on_reload=lambda: reloader.reload("POST /-/reload"))
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen_address, exc)
         return 1

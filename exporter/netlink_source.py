@@ -19,6 +19,12 @@ The only module that imports pyroute2. The work is split on purpose:
 One netlink socket per dump, never shared: a dump that failed or was interrupted leaves messages
 queued, and concurrent scrapes would interleave. Opening one costs microseconds.
 
+Interrupted dumps (``NLM_F_DUMP_INTR``: the table changed while the kernel walked it) are retried
+INTERRUPTED_RETRIES times. If the last attempt is interrupted too, its result is published anyway
+and counted (:func:`interrupted_counts`, exported as ``socket_netlink_dump_interrupted_total``):
+on a host whose socket table never holds still, a count that may be off by the few sockets that
+moved mid-dump is worth more than a failed scrape every time, and the counter says it happened.
+
 What the kernel returns, measured on Linux 6.18 in a fresh netns (``idiag_states`` is a bit mask
 of ``1 << state``; include/uapi/linux/inet_diag.h, include/net/tcp_states.h)::
 
@@ -39,15 +45,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import socket
+import struct
+import threading
 from collections.abc import Iterator, Sequence
 
 import pyroute2
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, MarshalDiag, inet_diag_req, unix_diag_req
 
-from .netlink_decode import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump
+from .netlink_decode import (
+    NLM_F_DUMP_INTR,
+    NLMSG_HDRLEN,
+    NetlinkDumpError,
+    NetlinkDumpInterrupted,
+    decode_inet_dump,
+    decode_unix_dump,
+)
 from .records import SocketTable, SourceUnavailable, Table
+
+log = logging.getLogger(__name__)
 
 PYROUTE2_VERSION: str = str(getattr(pyroute2, "__version__", "unknown"))
 ALL_STATES = 0xFFFFFFFF
@@ -120,12 +138,17 @@ def _chunks(sock: socket.socket, table: Table) -> Iterator[memoryview]:
         raise NetlinkDumpError(f"{table.name}: netlink I/O failed: {exc}", exc.errno) from exc
 
 
-def _dump(table: Table, keep: list[bytes] | None = None) -> list[SocketTable]:
-    """One dump of ``table`` on a fresh socket; ``keep`` collects the raw chunks (for recording)."""
+def _dump(table: Table, keep: list[bytes] | None = None, intr: list[bool] | None = None) -> list[SocketTable]:
+    """One dump of ``table`` on a fresh socket; ``keep`` collects the raw chunks (for recording).
+
+    With ``intr`` given, an interrupted dump is decoded instead of raising, and ``intr`` gets True.
+    """
     with _open(table) as sock:
         chunks: Iterator[memoryview] = _chunks(sock, table)
         if keep is not None:
             chunks = _copying(chunks, keep)
+        if intr is not None:
+            chunks = _accepting_interrupted(chunks, intr)
         try:
             if table is Table.UNIX:
                 return decode_unix_dump(chunks)
@@ -144,23 +167,69 @@ def _copying(chunks: Iterator[memoryview], keep: list[bytes]) -> Iterator[memory
         yield chunk
 
 
+_HDR = struct.Struct("=IHH")  # nlmsg_len, nlmsg_type, nlmsg_flags
+
+
+def _accepting_interrupted(chunks: Iterator[memoryview], intr: list[bool]) -> Iterator[memoryview]:
+    """Clear NLM_F_DUMP_INTR in every message header (noting it in ``intr``) so the decoder keeps going.
+
+    Runs only on the last attempt, so the per-message walk costs nothing in the common case. A header
+    whose length makes no sense ends the walk: the decoder then meets it and raises its typed error.
+    """
+    for chunk in chunks:
+        off, n, out = 0, len(chunk), chunk
+        while off + NLMSG_HDRLEN <= n:
+            length, _, flags = _HDR.unpack_from(out, off)
+            if length < NLMSG_HDRLEN:
+                break
+            if flags & NLM_F_DUMP_INTR:
+                if out is chunk:
+                    out = memoryview(bytearray(chunk))
+                struct.pack_into("=H", out, off + 6, flags & ~NLM_F_DUMP_INTR)
+                intr[:] = [True]
+            off += (length + 3) & ~3
+        yield out
+
+
+_interrupted_lock = threading.Lock()
+_interrupted: dict[Table, int] = dict.fromkeys(Table, 0)
+_retried: dict[Table, int] = dict.fromkeys(Table, 0)
+
+
+def interrupted_counts() -> tuple[dict[Table, int], dict[Table, int]]:
+    """(dumps retried because interrupted, dumps published although interrupted) per table, since start."""
+    with _interrupted_lock:
+        return dict(_retried), dict(_interrupted)
+
+
 def _dump_retrying(table: Table, keep: list[bytes] | None = None) -> list[SocketTable]:
-    for attempt in range(INTERRUPTED_RETRIES + 1):
+    for _ in range(INTERRUPTED_RETRIES):
         if keep is not None:
             keep.clear()
         try:
             return _dump(table, keep)
         except NetlinkDumpInterrupted:
-            if attempt == INTERRUPTED_RETRIES:
-                raise
-    raise AssertionError("unreachable")
+            with _interrupted_lock:
+                _retried[table] += 1
+    if keep is not None:
+        keep.clear()
+    intr: list[bool] = []
+    result = _dump(table, keep, intr)
+    if intr:
+        with _interrupted_lock:
+            _interrupted[table] += 1
+        log.warning("%s: netlink dump interrupted %d times in a row (socket table changing fast); publishing "
+                    "the last one, which may be off by the sockets that changed", table.name,
+                    INTERRUPTED_RETRIES + 1)
+    return result
 
 
 def read_tables(tables: Sequence[Table]) -> list[SocketTable]:
     """Dump ``tables`` in order; UNIX yields three tables (STREAM, DGRAM, SEQPACKET).
 
     Raises SourceUnavailable when netlink or a table's diag module is missing here, NetlinkDumpError
-    (a SourceError) for other kernel errors and after 1 + INTERRUPTED_RETRIES interrupted dumps.
+    (a SourceError) for other kernel errors. An interrupted dump is retried, then published (see the
+    module docstring).
     """
     out: list[SocketTable] = []
     for table in tables:
