@@ -23,21 +23,18 @@ arises.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from .kinds import KINDS
+from .strict_yaml import MAX_SHOWN, YamlRefused, read_capped
+from .strict_yaml import load as load_yaml
+from .strict_yaml import one_line as _one_line
+from .strict_yaml import show as _show
 
 DEFAULT_PORT = 9731
 MAX_CONFIG_BYTES = 64 * 1024
-#: Nodes deep (the top mapping is 1). The schema needs 4 (per_process -> labels -> item); PyYAML's
-#: composer recurses per level, so 64 KiB of "[" would otherwise end in a RecursionError.
-MAX_NESTING = 8
-#: Bad values and keys are shown with repr(), cut to this many characters: one line, readable.
-MAX_SHOWN = 60
 SOURCES = ("auto", "netlink", "proc")
 OWNER_LABELS = ("pid", "process")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -66,59 +63,6 @@ class Config:
     telemetry_path: str = "/metrics"
     procfs: str = "/proc"
     log_level: str = "info"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases (merge keys `<<` need them, so they go too), duplicate and
-    unhashable keys, nesting deeper than MAX_NESTING, and values Python cannot convert."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.constructor.ConstructorError(None, None, "YAML aliases are not allowed", event.start_mark)
-        self._depth += 1
-        try:
-            if self._depth > MAX_NESTING:
-                event = self.peek_event()  # type: ignore[no-untyped-call]
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_NESTING} levels", event.start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_object(self, node: Any, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as exc:  # e.g. int() refusing more than 4300 digits
-            raise yaml.constructor.ConstructorError(
-                None, None, f"bad value ({str(exc)[:MAX_SHOWN]})", node.start_mark) from None
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                raise yaml.constructor.ConstructorError(
-                    None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {_show(key)}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _show(value: Any) -> str:
-    """repr() cut to MAX_SHOWN characters: a 60 KB string or a key holding a newline stays one short line."""
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
-
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -152,14 +96,9 @@ def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
 def parse_config(text: str, where: str) -> Config:
     """Validate YAML text into a Config. `where` names the file in error messages."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # _StrictLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise _fail(where, "", f"invalid YAML: {at}{problem}") from None
-    except RecursionError:  # MAX_NESTING stops the composer first; this is the belt to those braces
-        raise _fail(where, "", "invalid YAML: nested too deeply") from None
+        data = load_yaml(text)
+    except YamlRefused as exc:
+        raise _fail(where, "", str(exc)) from None
     if data is None:
         raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
     _want(where, "", data, dict, "a mapping at the top level")
@@ -216,16 +155,9 @@ def load_config(path: str) -> Config:
     """Read and validate a config file; every failure is a one-line ConfigError naming the file."""
     where = _one_line(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{where}: file larger than {MAX_CONFIG_BYTES} bytes; refusing to parse it")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{where}: not UTF-8 at byte {exc.start}") from None
+        raw, text = read_capped(path, MAX_CONFIG_BYTES)
+    except YamlRefused as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if raw and not raw.endswith(b"\n"):  # see the module docstring: a cut inside a line
         line = raw.count(b"\n") + 1
         raise ConfigError(f"{where}: line {line}: file does not end with a newline; truncated mid-write? "

@@ -34,9 +34,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from .basic_auth import BasicAuth, bcrypt_available
+from .strict_yaml import YamlRefused, read_capped
+from .strict_yaml import load as load_yaml
 
 MAX_WEB_CONFIG_BYTES = 64 * 1024
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -75,25 +75,6 @@ class WebConfig:
     tls: TLSServerConfig | None = None
     auth: BasicAuth | None = field(default=None, compare=False)
     source: str = ""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader refusing duplicate keys (which would silently drop a user) and aliases."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.constructor.ConstructorError(None, None, "YAML aliases are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _fail(where: str, key: str, message: str) -> WebConfigError:
@@ -205,12 +186,9 @@ def _users(where: str, users: Any) -> dict[str, bytes]:
 def parse_web_config(text: str, where: str, base_dir: str = ".") -> WebConfig:
     """Validate YAML text into a WebConfig; file paths in it are relative to ``base_dir``."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # _StrictLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise _fail(where, "", f"invalid YAML: {at}{problem}") from None
+        data = load_yaml(text)
+    except YamlRefused as exc:
+        raise _fail(where, "", str(exc)) from None
     if data is None:
         return WebConfig(source=where)  # exporter-toolkit accepts an empty file: plain HTTP, no auth
     if not isinstance(data, dict):
@@ -229,14 +207,7 @@ def parse_web_config(text: str, where: str, base_dir: str = ".") -> WebConfig:
 def load_web_config(path: str) -> WebConfig:
     """Read and validate a web config file. Raises WebConfigError with a one-line message."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_WEB_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise WebConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_WEB_CONFIG_BYTES:
-        raise _fail(path, "", f"larger than {MAX_WEB_CONFIG_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _fail(path, "", f"not UTF-8 (byte {exc.start})") from None
+        _, text = read_capped(path, MAX_WEB_CONFIG_BYTES)
+    except YamlRefused as exc:
+        raise WebConfigError(f"{path}: {exc}") from None
     return parse_web_config(text, path, os.path.dirname(os.path.abspath(path)))
