@@ -1,0 +1,139 @@
+"""``sudo python -m tests.benchmark``: the socket_exporter benchmark (root: it builds network namespaces).
+
+For each case it creates a namespace, fills it with sockets (tests/benchmark/population.py), starts
+the real exporter (``python -m exporter``, default config: kinds all, per-process on) and, if
+installed, Debian's ``prometheus-node-exporter`` with only the tcpstat collector, both listening on
+loopback inside the namespace; then runs the timing harness (tests/benchmark/measure.py) in there,
+and finally prints one table (tests/benchmark/report.py). Everything is torn down on exit, also on
+errors and Ctrl-C (the namespace kills whatever is left in it). Not part of the test suite; its code
+path is kept alive by tests/test_benchmark_smoke.py at a tiny scale.
+
+Default run: 10k, 40k, 100k TCP sockets + a busy host (500 processes x 200 fds, with 10k TCP
+sockets), 5 repetitions, 1000 scrapes for RSS flatness at 10k: about 10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.benchmark.population import bench_population
+from tests.benchmark.report import Case, render
+from tests.netns import Netns
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORTER_PORT, NODE_PORT = 9731, 9100
+NODE_EXPORTER = "prometheus-node-exporter"
+
+
+def wait_listening(ns: Netns, port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait for a LISTEN socket on ``port`` (ss, not an HTTP probe: a probe would leave a socket)."""
+    while f":{port} " not in ns.run(["ss", "-Hltn"]).stdout + " ":
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited {proc.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args} did not listen on {port}")
+        time.sleep(0.1)
+    time.sleep(0.2)  # a process that found the port taken exits now; someone else listens there
+    if proc.poll() is not None:
+        raise RuntimeError(f"{proc.args} exited {proc.returncode}: is port {port} taken in the namespace?")
+
+
+def run_case(name: str, tcp: int, busy: tuple[int, int] | None, args: argparse.Namespace,
+             flat: int) -> Case:
+    print(f"# {name}: building the population ...", file=sys.stderr, flush=True)
+    with Netns() as ns, bench_population(ns, tcp, busy=busy) as pop:
+        print(f"# {name}: {pop.processes} processes, setup {pop.setup_seconds:.1f} s; measuring ...",
+              file=sys.stderr, flush=True)
+        deadline = time.monotonic() + 60
+        exporter = ns.popen([sys.executable, "-m", "exporter", "--web.listen-address",
+                             f"127.0.0.1:{EXPORTER_PORT}", "--log.level", "warning"], cwd=ROOT)
+        wait_listening(ns, EXPORTER_PORT, exporter, deadline)
+        cfg: dict[str, Any] = {"reps": args.reps, "sources": args.sources.split(","),
+                               "exporter_port": EXPORTER_PORT, "exporter_pid": exporter.pid,
+                               "concurrent": args.concurrent, "cpu_rounds": args.cpu_rounds,
+                               "flat_scrapes": flat}
+        node = shutil.which(NODE_EXPORTER)
+        if node and not args.no_node_exporter:
+            proc = ns.popen([node, "--collector.disable-defaults", "--collector.tcpstat",
+                             f"--web.listen-address=127.0.0.1:{NODE_PORT}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_listening(ns, NODE_PORT, proc, deadline)
+            cfg.update(node_port=NODE_PORT, node_pid=proc.pid)
+        out = ns.run([sys.executable, "-m", "tests.benchmark.measure", json.dumps(cfg)], cwd=ROOT,
+                     timeout=args.case_timeout)
+        sockets = int(ns.run(["ss", "-Htan"]).stdout.count("\n"))
+        result = json.loads(out.stdout)
+        if busy:
+            name += f", {pop.busy_below} below the socket owners"
+        return Case(name, sockets, pop.processes, result)
+
+
+def machine() -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    ss = subprocess.run(["ss", "-V"], capture_output=True, text=True).stdout.strip()
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM; Linux {platform.release()}; "
+            f"Python {platform.python_version()}; {ss}; load average before the run "
+            f"{os.getloadavg()[0]:.2f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("--scales", default="10000,40000,100000", help="TCP socket counts, comma-separated")
+    p.add_argument("--busy", default="500x200", help="busy host: PROCSxFDS, or 'none'")
+    p.add_argument("--busy-tcp", type=int, default=10000, help="TCP sockets in the busy host case")
+    p.add_argument("--reps", type=int, default=5, help="repetitions of each measurement (median shown)")
+    p.add_argument("--sources", default="netlink,proc", help="exporter sources to time")
+    p.add_argument("--concurrent", type=int, default=10, help="scrapes fired at once for the CPU check")
+    p.add_argument("--cpu-rounds", type=int, default=3, help="rounds of 1 vs N concurrent scrapes")
+    p.add_argument("--flat-scrapes", type=int, default=1000, help="back-to-back scrapes for RSS flatness")
+    p.add_argument("--flat-scale", type=int, default=10000, help="the scale (of --scales) that runs them")
+    p.add_argument("--no-node-exporter", action="store_true", help="skip the node_exporter column")
+    p.add_argument("--case-timeout", type=float, default=1200, help="seconds for one case's measurements")
+    p.add_argument("--json", metavar="FILE", help="also write the raw results here")
+    p.add_argument("--render", metavar="FILE", help="only print the table of results saved with --json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        print(render([Case(**c) for c in saved["cases"]], saved["machine"], node_exporter=saved["node_exporter"],
+                     flat_scrapes=args.flat_scrapes))
+        return 0
+    if os.geteuid() != 0:
+        print("the benchmark needs root (network namespaces)", file=sys.stderr)
+        return 2
+    header = machine()
+    cases: list[Case] = []
+    for tcp in (int(s) for s in args.scales.split(",") if s):
+        flat = args.flat_scrapes if tcp == args.flat_scale else 0
+        cases.append(run_case(f"{tcp // 1000}k" if tcp >= 1000 else str(tcp), tcp, None, args, flat))
+    if args.busy != "none":
+        procs, fds = (int(x) for x in args.busy.split("x"))
+        cases.append(run_case(f"busy {procs}x{fds}", args.busy_tcp, (procs, fds), args, 0))
+    node = shutil.which(NODE_EXPORTER) is not None and not args.no_node_exporter
+    print(render(cases, header, node_exporter=node, flat_scrapes=args.flat_scrapes))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": header, "node_exporter": node,
+                                               "cases": [c.__dict__ for c in cases]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The timing harness, run INSIDE the benchmark's namespace: ``python -m tests.benchmark.measure JSON``.
+
+Why in-process for the exporter: ``--once`` would time Python's start-up and imports, which a running
+exporter pays once; here ``Collector.collect()`` + the exposition are timed exactly as a scrape runs
+them, each config with its own long-lived state (so what the owner cache keeps between scrapes
+counts, as it does in a server), plus a ``cold`` variant that builds a fresh state every time.
+
+Why alternating: the machine is shared and its load drifts. Every repetition runs each measurement
+once, in an order rotated by one each time, and the table reports the median, so drift hits every
+column alike. Each sample records wall time and the CPU time of whoever did the work (this process,
+the ``ss`` child, or the server process from /proc/PID/stat), since CPU time is less noisy.
+
+Prints one JSON object: ``{"samples": {name: [[wall, cpu], ...]}, "bytes": {...}, ...}``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import SocketMetricsCollector
+from exporter.config import Config, PerProcessConfig
+from exporter.reload import ExporterState
+
+Sample = tuple[float, float]  # wall seconds, CPU seconds
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (proc(5) stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def http_get(port: int, path: str = "/metrics", timeout: float = 120) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def exporter_variant(kinds: str, source: str, owners: bool, cold: bool = False) -> Callable[[], int]:
+    """A scrape as the server runs it (collect + exposition); returns the exposition's size."""
+    config = Config(kinds=(kinds,), source=source, per_process=PerProcessConfig(enabled=owners))
+
+    def registry() -> CollectorRegistry:
+        state = ExporterState.build(config)
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(SocketMetricsCollector(lambda: state))
+        return reg
+
+    warm = registry()
+    return lambda: len(generate_latest(registry() if cold else warm))
+
+
+def psutil_variant(kind: str, by_pid: bool) -> Callable[[], int]:
+    """psutil.net_connections + the same aggregation: counts by (family, type, status[, pid])."""
+    import psutil
+
+    def run() -> int:
+        conns = psutil.net_connections(kind)
+        if by_pid:
+            return len(Counter((c.family, c.type, c.status, c.pid) for c in conns))
+        return len(Counter((c.family, c.type, c.status) for c in conns))
+
+    return run
+
+
+def timed_self(fn: Callable[[], int]) -> tuple[Sample, int]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    size = fn()
+    return (time.perf_counter() - t0, time.process_time() - c0), size
+
+
+def timed_child(argv: list[str]) -> tuple[Sample, int]:
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, check=True, timeout=600).stdout
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (wall, r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime), len(out)
+
+
+def timed_http(port: int, pid: int) -> tuple[Sample, int]:
+    c0, t0 = proc_cpu(pid), time.perf_counter()
+    status, body = http_get(port)
+    wall = time.perf_counter() - t0
+    if status != 200:
+        raise RuntimeError(f"scrape of :{port} answered {status}")
+    return (wall, proc_cpu(pid) - c0), len(body)
+
+
+def measurements(cfg: dict[str, Any]) -> dict[str, Callable[[], tuple[Sample, int]]]:
+    out: dict[str, Callable[[], tuple[Sample, int]]] = {}
+    for source in cfg["sources"]:
+        for kinds in ("tcp", "all"):
+            for owners in (False, True):
+                fn = exporter_variant(kinds, source, owners)
+                out[f"exporter {source} {kinds} {'owners' if owners else 'counts'}"] = lambda f=fn: timed_self(f)
+    cold = exporter_variant("all", "netlink", True, cold=True)
+    out["exporter netlink all owners cold"] = lambda: timed_self(cold)
+    out["exporter HTTP scrape"] = lambda: timed_http(cfg["exporter_port"], cfg["exporter_pid"])
+    for kind in ("tcp", "all"):
+        fn = psutil_variant(kind, by_pid=kind == "all")
+        out[f"psutil {kind}"] = lambda f=fn: timed_self(f)
+    out["ss -tan"] = lambda: timed_child(["ss", "-tan"])
+    out["ss -tanp"] = lambda: timed_child(["ss", "-tanp"])
+    if cfg.get("node_port"):
+        out["node_exporter tcpstat"] = lambda: timed_http(cfg["node_port"], cfg["node_pid"])
+    return out
+
+
+def concurrency(port: int, pid: int, n: int) -> tuple[float, list[int]]:
+    """Server CPU seconds for ``n`` scrapes fired at once (threads released by one barrier)."""
+    barrier, statuses = threading.Barrier(n), [0] * n
+
+    def one(i: int) -> None:
+        barrier.wait()
+        statuses[i] = http_get(port)[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    c0 = proc_cpu(pid)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(0.05)  # let the server finish writing and account its time
+    return proc_cpu(pid) - c0, statuses
+
+
+def flat_rss(port: int, pid: int, scrapes: int) -> dict[str, int]:
+    """VmRSS after the 10th and after the last of ``scrapes`` back-to-back scrapes."""
+    rss: dict[str, int] = {}
+    for i in range(1, scrapes + 1):
+        http_get(port)
+        if i in (1, 10, scrapes):
+            rss[str(i)] = proc_status(pid, "VmRSS")
+    return rss
+
+
+def main(cfg: dict[str, Any]) -> dict[str, Any]:
+    todo = measurements(cfg)
+    names = list(todo)
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
+    sizes: dict[str, int] = {}
+    for name in names:  # warm-up round, not recorded: imports, page cache, the states' first scrape
+        todo[name]()
+    for rep in range(cfg["reps"]):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            sample, sizes[name] = todo[name]()
+            samples[name].append(sample)
+    port, pid = cfg["exporter_port"], cfg["exporter_pid"]
+    conc: dict[str, Any] = {"1": [], str(cfg["concurrent"]): [], "statuses": []}
+    for _ in range(cfg["cpu_rounds"]):
+        conc["1"].append(concurrency(port, pid, 1)[0])
+        cpu, statuses = concurrency(port, pid, cfg["concurrent"])
+        conc[str(cfg["concurrent"])].append(cpu)
+        conc["statuses"] += statuses
+    result = {"samples": samples, "bytes": sizes, "concurrency": conc,
+              "rss_hwm": proc_status(pid, "VmHWM"), "rss": proc_status(pid, "VmRSS")}
+    if cfg.get("flat_scrapes"):
+        result["flat_rss"] = flat_rss(port, pid, cfg["flat_scrapes"])
+    return result
+
+
+if __name__ == "__main__":
+    json.dump(main(json.loads(sys.argv[1])), sys.stdout)

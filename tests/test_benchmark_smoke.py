@@ -1,0 +1,55 @@
+"""Keep the benchmark (tests/benchmark/) from rotting: its whole code path at a tiny scale, no timings asserted.
+
+The real run (``sudo python -m tests.benchmark``, ~10 minutes) is not part of the suite: its numbers
+depend on the machine and its load. This runs every step of it (namespace, population, busy
+processes, exporter server, node_exporter if installed, harness, table) on a few hundred sockets,
+and renders a table from made-up results without root.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests._require import require_netns
+from tests.benchmark.population import shards_for
+from tests.benchmark.report import ROWS, Case, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_case(name: str, sockets: int, scale: float) -> Case:
+    samples = {key: [[0.01 * scale * (i + 1), 0.005 * scale]] * 3 for i, key in enumerate(ROWS)}
+    result = {"samples": samples, "bytes": dict.fromkeys(ROWS, 1234), "rss_hwm": 50 << 20, "rss": 40 << 20,
+              "concurrency": {"1": [0.1], "10": [0.15], "statuses": [200] * 8 + [503] * 2},
+              "flat_rss": {"1": 40 << 20, "10": 41 << 20, "1000": 42 << 20}}
+    return Case(name, sockets, 12, result)
+
+
+def test_report_renders_every_row_and_target() -> None:
+    text = render([fake_case("10k", 10_000, 1), fake_case("100k", 100_000, 10)], "test machine",
+                  node_exporter=True, flat_scrapes=1000)
+    assert "Machine: test machine" in text
+    assert all(label in text for label in ROWS.values())
+    assert "8/10 answered 200" in text and "50.0 MB" in text
+    targets = text.split("Targets at 100k:")[1]
+    assert targets.count("MET") + targets.count("MISSED") == 12
+
+
+def test_shards_keep_each_hub_under_fd_setsize() -> None:
+    for tcp in (10, 10_000, 40_000, 100_000):
+        shards = shards_for(tcp)
+        assert len(shards) >= 2 and max(shards) <= 900 and abs(sum(shards) * 10 - tcp) <= 10
+
+
+def test_tiny_benchmark_runs_end_to_end() -> None:
+    require_netns()
+    argv = [sys.executable, "-m", "tests.benchmark", "--scales", "150,300", "--busy", "3x40", "--busy-tcp", "100",
+            "--reps", "1", "--cpu-rounds", "1", "--concurrent", "3", "--flat-scrapes", "12", "--flat-scale", "150"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| case | measurement |" in out and "Targets at 300:" in out
+    assert "busy 3x40" in out and "psutil.net_connections('all')" in out and "ss -tanp" in out
+    assert "server RSS after 1 / 10 / 12 scrapes" in out
