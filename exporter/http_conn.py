@@ -35,7 +35,10 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 @dataclass(frozen=True)
 class ServerLimits:
-    max_scrapes_in_flight: int = 8  # beyond: 503, socket_exporter_http_requests_rejected_total{reason="scrape_limit"}
+    # Concurrent scrapes share one collection, so each extra one costs only its exposition (~1 ms):
+    # 16 lets several Prometheus servers and ad-hoc curls through. Beyond: 503, counted in
+    # socket_exporter_http_requests_rejected_total{reason="scrape_limit"}.
+    max_scrapes_in_flight: int = 16
     max_connections: int = 2048
     handshake_timeout: float = 10.0
     header_timeout: float = 10.0  # request head and body, from the first byte (from accept on a new connection)
