@@ -7,7 +7,8 @@ Reading every fd of every process is the slowest part of a scrape, so this modul
 
 * visits pids in ascending numeric order and stops as soon as every wanted inode is placed, so
   "first pid found" is "lowest pid holding it" and stopping early cannot change the answer
-  (psutil in fact reports the highest pid for a shared socket: see ``highest_pid``);
+  (psutil 7 reports the highest pid instead: its per-pid ``dict.update`` lets the last pid win; the
+  lowest is stable, the master process that outlives its workers, and is what we document);
 * skips a pid whose fd dir has ``st_size == 0``: since Linux 6.2 that size is the number of open
   fds (0 for kernel threads); on older kernels it is always 0, so the skip is enabled only when
   ``{procfs}/self/fd`` reports a non-zero size;
@@ -113,13 +114,10 @@ def _read_comm(procfs: str, pid: int) -> str | None:
         return None
 
 
-def scan_owners(procfs: str, wanted: Collection[int], *, highest_pid: bool = False,
-                cache: OwnerCache | None = None) -> OwnerScan:
+def scan_owners(procfs: str, wanted: Collection[int], *, cache: OwnerCache | None = None) -> OwnerScan:
     """Find, for each wanted socket inode, the lowest pid holding it (inode 0 is never wanted).
 
-    ``highest_pid=True`` scans pids in descending order instead, which is what psutil <= 7.2
-    effectively reports for an inet socket shared by several processes (its per-pid ``dict.update``
-    lets the last, highest pid win). Returns at once when nothing is wanted. With a ``cache`` (kept
+    Returns at once when nothing is wanted. With a ``cache`` (kept
     by the caller between scans of the same procfs), processes whose fd table provably did not
     change since the last scan are not read again (exporter/owner_cache.py); the answer is the same.
 
@@ -133,8 +131,6 @@ def scan_owners(procfs: str, wanted: Collection[int], *, highest_pid: bool = Fal
         return scan
     # isascii: str.isdigit() is also true for "\u00b2", which int() refuses.
     pids = sorted(int(name) for name in os.listdir(procfs) if name.isascii() and name.isdigit())
-    if highest_pid:
-        pids.reverse()
     fd_count = _fd_count_works(procfs)
     if cache is not None and fd_count:
         cache.prune(set(pids))

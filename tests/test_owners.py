@@ -60,20 +60,17 @@ def test_basic_owners_comm_and_counters() -> None:
     assert scan.scanned_fds == sum(len(os.listdir(BASIC / pid / "fd")) for pid in pids)
 
 
-def test_shared_socket_goes_to_lowest_pid_or_highest_on_request() -> None:
+def test_shared_socket_goes_to_lowest_pid() -> None:
     listen4, unix_listen, estab = (inode_at(SHARED / f) for f in ("120/fd/0", "120/fd/2", "300/fd/2"))
     assert inode_at(SHARED / "120/fd/3") == listen4  # one pid, two fds: still one owner
     wanted = {listen4, unix_listen, estab}
     assert scan_owners(str(SHARED), wanted).owner == {listen4: 120, unix_listen: 120, estab: 300}
-    assert scan_owners(str(SHARED), wanted, highest_pid=True).owner == {listen4: 300, unix_listen: 300,
-                                                                       estab: 300}
 
 
-@pytest.mark.parametrize(("root", "fd", "highest", "owner"), [
-    (SHARED, "120/fd/0", False, 120), (SHARED, "120/fd/0", True, 300), (BASIC, "1/fd/3", False, 1)])
-def test_scan_stops_once_everything_is_placed(root: Path, fd: str, highest: bool, owner: int) -> None:
+@pytest.mark.parametrize(("root", "fd", "owner"), [(SHARED, "120/fd/0", 120), (BASIC, "1/fd/3", 1)])
+def test_scan_stops_once_everything_is_placed(root: Path, fd: str, owner: int) -> None:
     inode = inode_at(root / fd)
-    scan = scan_owners(str(root), {inode}, highest_pid=highest)
+    scan = scan_owners(str(root), {inode})
     assert scan.owner == {inode: owner}
     assert (scan.scanned_pids, scan.denied_pids, scan.vanished_pids) == (1, 0, 0)
 
@@ -110,15 +107,14 @@ def test_live_finds_this_process() -> None:
     assert scan.comm == {os.getpid(): comm}
 
 
-def test_live_inherited_socket_lowest_and_highest_pid() -> None:
+def test_live_inherited_socket_goes_to_the_lowest_pid() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         inode = os.fstat(server.fileno()).st_ino
         child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                                  stdin=subprocess.PIPE, pass_fds=[server.fileno()])
         try:
             low, high = sorted((os.getpid(), child.pid))
-            assert scan_owners("/proc", {inode}).owner == {inode: low}
-            assert scan_owners("/proc", {inode}, highest_pid=True).owner == {inode: high}
+            assert high != low and scan_owners("/proc", {inode}).owner == {inode: low}
         finally:
             child.communicate(timeout=10)
 
