@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.netns import Netns
+from tests.netns import Netns, NetnsError
 
 ROOT = Path(__file__).resolve().parent.parent
 _REQUESTS = r"""
@@ -48,12 +47,11 @@ def running_exporter(ns: Netns, port: int, log: Path, *flags: str) -> Iterator[s
     with open(log, "wb") as err:
         proc = ns.popen([sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *flags],
                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 30
-    while f"127.0.0.1:{port}" not in ns.run(["ss", "-Hltn"]).stdout:  # no HTTP probe: it leaves sockets
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "exporter did not start listening"
-        time.sleep(0.05)
     try:
+        try:
+            ns.wait_listening(port, proc)
+        except NetnsError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()}") from None
         yield proc
     finally:
         proc.terminate()

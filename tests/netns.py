@@ -80,6 +80,19 @@ class Netns:
         self._procs.append(proc)
         return proc
 
+    def wait_listening(self, port: int, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+        """Wait until a TCP socket in the namespace listens on ``port``; raise if ``proc`` exits first.
+
+        Asks ``ss`` instead of probing over HTTP: a probe connection would leave sockets (ESTABLISHED,
+        then TIME_WAIT) in the namespace and change the very counts the tests compare."""
+        deadline = time.monotonic() + timeout
+        while not any(line.split()[3].endswith(f":{port}") for line in self.run(["ss", "-Hltn"]).stdout.splitlines()):
+            if proc.poll() is not None:
+                raise NetnsError(f"{self.name}: {proc.args} exited {proc.returncode} before listening on {port}")
+            if time.monotonic() > deadline:
+                raise NetnsError(f"{self.name}: {proc.args} did not listen on {port} within {timeout:.0f} s")
+            time.sleep(0.05)
+
     def pids(self) -> list[int]:
         """Every process currently in the namespace (empty once it is gone)."""
         out = _ip("netns", "pids", self.name, check=False).stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 
 from exporter.main import build_parser, resolve_config
 from exporter.version import __version__
+from tests._http import free_port
 from tests._require import require, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +32,6 @@ CAPS = {"DAC_READ_SEARCH", "SYS_PTRACE"}
 MIB = 1024 * 1024
 MDWE_EXEC = ("import ctypes, os, sys; assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0, 'PR_SET_MDWE'; "
              "os.execvp(sys.argv[1], sys.argv[1:])")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests import reference
@@ -60,10 +59,7 @@ def test_server_logs_the_fallback_once_across_scrapes(population: Population) ->
     server = ns.popen([*NO_NETLINK, "--web.listen-address", f"127.0.0.1:{port}"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while f":{port}" not in ns.run(["ss", "-Hltn"]).stdout:
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+        ns.wait_listening(port, server)
         for _ in range(3):
             body = ns.run(["curl", "-sf", f"http://127.0.0.1:{port}/metrics"]).stdout
             assert "socket_netlink_fallback 1.0" in body

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -42,12 +41,8 @@ def served() -> Iterator[tuple[Population, subprocess.Popen[str]]]:
     with Netns() as ns, socket_population(ns, scale=1) as pop:
         exporter = ns.popen([sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{PORT}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while f":{PORT}" not in ns.run(["ss", "-Hltn"]).stdout:  # no HTTP probe: it would leave sockets
-            assert exporter.poll() is None, exporter.stderr.read() if exporter.stderr else ""
-            assert time.monotonic() < deadline, "exporter did not start listening"
-            time.sleep(0.1)
         try:
+            ns.wait_listening(PORT, exporter)
             yield pop, exporter
         finally:
             exporter.terminate()

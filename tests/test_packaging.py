@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from exporter.version import __version__
+from tests._http import free_port
 from tests._require import require_module, require_tool
-from tests.test_deploy_manifests import exporter_server, free_port, get
+from tests.test_deploy_manifests import exporter_server, get
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -35,13 +35,8 @@ NODE_EXPORTER = "prometheus-node-exporter"
 
 
 def wait_listening(ns: Netns, port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    """Wait for a LISTEN socket on ``port`` (ss, not an HTTP probe: a probe would leave a socket)."""
-    while f":{port} " not in ns.run(["ss", "-Hltn"]).stdout + " ":
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited {proc.returncode} before listening")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.args} did not listen on {port}")
-        time.sleep(0.1)
+    """Netns.wait_listening, then make sure it is ``proc`` that listens there."""
+    ns.wait_listening(port, proc, max(0.0, deadline - time.monotonic()))
     time.sleep(0.2)  # a process that found the port taken exits now; someone else listens there
     if proc.poll() is not None:
         raise RuntimeError(f"{proc.args} exited {proc.returncode}: is port {port} taken in the namespace?")
