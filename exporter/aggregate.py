@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from .kinds import possible_series
-from .records import SocketTable, Table, status_name
+from .model import SocketTable, Table, status_name
 
 #: A series key: (table, socket type, psutil status).
 SeriesKey = tuple[Table, int, str]

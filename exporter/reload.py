@@ -3,7 +3,7 @@
 Why one object: a scrape reads the config (which kinds, which owner labels), runs a collection and
 reports the reload status. If those came from separate, separately updated attributes, a scrape
 running across a reload could report kinds from one config with owner labels from the other. So
-everything a scrape needs is one frozen :class:`ExporterState` (config + its ``scrape.Collector`` +
+everything a scrape needs is one frozen :class:`ExporterState` (config + its ``collection.Pipeline`` +
 its ``SharedCollection`` + the reload status); the registry's collector takes ONE reference to it at
 the start of ``collect()``, and a reload builds a new state and rebinds one attribute (atomic in
 CPython). A scrape in flight finishes with the state it started with; each state has its own
@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .collection import Collection, Pipeline, SharedCollection
 from .config import Config, ConfigError, load_config, with_overrides
-from .scrape import Collection, Collector, SharedCollection
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ class ExporterState:
     """Everything one scrape uses. ``reload`` is None when nothing can reload (``--once``)."""
 
     config: Config
-    collector: Collector
+    pipeline: Pipeline
     shared: SharedCollection
     reload: ReloadStatus | None = None
 
     @classmethod
     def build(cls, config: Config, reload: ReloadStatus | None = None) -> ExporterState:
-        collector = Collector(config)
-        return cls(config, collector, SharedCollection(collector.collect), reload)
+        pipeline = Pipeline(config)
+        return cls(config, pipeline, SharedCollection(pipeline.collect), reload)
 
     def collect(self) -> Collection:
         """This state's collection: runs one, or joins the one in flight for this same state."""
@@ -95,7 +95,7 @@ class Reloader:
                 return False, message
             config = self._keep_restart_only(old.config, with_overrides(loaded, **self._flags))
             status = ReloadStatus(True, self._clock())
-            if config == old.config:  # keep the collector: its once-per-table fallback log stays quiet
+            if config == old.config:  # keep the pipeline: its once-per-table fallback log stays quiet
                 self._state = dataclasses.replace(old, reload=status)
             else:
                 self._state = ExporterState.build(config, status)

@@ -18,8 +18,8 @@ from types import FrameType
 
 from hypothesis import strategies as st
 
-from exporter.netlink_decode import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump
-from exporter.records import Table
+from exporter.model import Table
+from exporter.sources.netlink_wire import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump
 from tests.test_netlink_decode import gen
 
 INTR, DONE, ERROR, NOOP, DIAG = 0x10, 3, 2, 1, 20

@@ -12,9 +12,9 @@ import socket
 from pathlib import Path
 
 from exporter.kinds import TABLE_ORDER
+from exporter.model import SourceError, status_name
 from exporter.owners import scan_owners
-from exporter.procfs_net import read_tables
-from exporter.records import SourceError, status_name
+from exporter.sources.procfs import read_tables
 
 PROCFS_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "procfs"
 CASES = sorted(p.name for p in PROCFS_FIXTURES.iterdir() if (p / "net").is_dir())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from exporter.http_server import ExporterHTTPServer
+from exporter.web.server import ExporterHTTPServer
 from tests.exposition import samples
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from exporter.main import build_parser, resolve_config
+from exporter.cli import build_parser, resolve_config
 from exporter.version import __version__
 from tests._http import free_port
 from tests._require import require, require_tool

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.http_protocol import BadRequest, parse_head
+from exporter.web.protocol import BadRequest, parse_head
 from tests._http import Client, new_server, serving
 
 

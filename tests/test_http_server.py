@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.http_server import ExporterHTTPServer, ServerLimits
-from exporter.scrape import SharedCollection
+from exporter.collection import SharedCollection
+from exporter.web.server import ExporterHTTPServer, ServerLimits
 from tests._http import Client, new_server, raise_fd_limit, serving
 
 

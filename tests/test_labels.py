@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.aggregate import Counts
-from exporter.collector import MAX_LABEL_LENGTH, SocketMetricsCollector
+from exporter.collection import Collection, Pipeline, SharedCollection
 from exporter.config import Config, PerProcessConfig
+from exporter.metrics import MAX_LABEL_LENGTH, SocketMetricsCollector
+from exporter.model import Table
 from exporter.owners import parse_comm
-from exporter.records import Table
 from exporter.reload import ExporterState
-from exporter.scrape import Collection, Collector, SharedCollection
 from tests._require import require_tool
 from tests.exposition import run_once, samples
 from tests.netns import Netns
@@ -47,7 +47,7 @@ def exposition(owners: dict[str, int], labels: tuple[str, ...] = ("process",)) -
                 for pid, (name, n) in enumerate(owners.items(), 1)}
     counts = Counts(totals={KEY: sum(owners.values())}, by_owner=by_owner)
     collection = Collection(config=config, counts=counts, source_of={Table.TCP4: "netlink"})
-    state = ExporterState(config, Collector(config), SharedCollection(lambda: collection))
+    state = ExporterState(config, Pipeline(config), SharedCollection(lambda: collection))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: state))
     return generate_latest(registry).decode("utf-8")  # strict: raises on anything that is not UTF-8

@@ -22,15 +22,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.netlink_decode import (
+from exporter.model import SocketTable, Table
+from exporter.sources.netlink_wire import (
     Chunk,
     NetlinkDumpError,
     NetlinkDumpInterrupted,
     decode_inet_dump,
     decode_unix_dump,
 )
-from exporter.netlink_source import decode_with_pyroute2
-from exporter.records import SocketTable, Table
+from tests.netlink_reference import decode_with_pyroute2
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "netlink"
 RECORDED = {t: FIXTURES / f"{t.name.lower()}.bin" for t in Table}

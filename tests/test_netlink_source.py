@@ -22,15 +22,16 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import netlink_source
-from exporter.collector import SocketMetricsCollector
 from exporter.config import Config, PerProcessConfig
-from exporter.netlink_decode import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump
-from exporter.netlink_source import ALL_STATES, decode_with_pyroute2, diag_request, read_tables, record_dump
-from exporter.records import SourceUnavailable, Table, status_name
+from exporter.metrics import SocketMetricsCollector
+from exporter.model import SourceUnavailable, Table, status_name
 from exporter.reload import ExporterState
+from exporter.sources import netlink as netlink_source
+from exporter.sources.netlink import ALL_STATES, diag_request, read_tables
+from exporter.sources.netlink_wire import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump
 from tests._require import unmet
 from tests.exposition import samples
+from tests.netlink_reference import decode_with_pyroute2, record_dump
 from tests.netns import Netns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +48,8 @@ _IN_NETNS = r"""
 import json, os, signal, socket, subprocess, sys
 sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
 import tcp_states
-from exporter.netlink_source import read_tables
-from exporter.records import Table
+from exporter.sources.netlink import read_tables
+from exporter.model import Table
 keep, made = [], {}
 for fam, name in ((socket.AF_INET, "TCP4"), (socket.AF_INET6, "TCP6")):
     socks, made[name] = tcp_states.build_tcp_states(fam)
@@ -68,7 +69,7 @@ if kid == 0:  # a second process: UDP bound + connected per family, UNIX of ever
     os.write(w, b"k"); signal.pause()
 os.read(r, 1)
 tables = [[t.table.name, t.sock_type, list(t.states)] for t in read_tables(list(Table))]
-from exporter import netlink_source
+from exporter.sources import netlink as netlink_source
 by_bit = {}
 for bit in (3, 7, 12, 13):  # which mask bits return which sockets (module docstring's table)
     netlink_source.ALL_STATES = 1 << bit

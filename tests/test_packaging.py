@@ -203,7 +203,7 @@ def test_dockerfile_shape() -> None:
 
 def test_build_context_holds_what_the_build_reads_and_nothing_else() -> None:
     context = build_context(ROOT)
-    assert {"pyproject.toml", "README.md", "exporter/main.py", "exporter/py.typed"} <= set(context)
+    assert {"pyproject.toml", "README.md", "exporter/cli.py", "exporter/py.typed"} <= set(context)
     assert not [f for f in context if f.startswith(("tests/", ".git", "dist/", "config/", ".venv/"))
                 or "__pycache__" in f]
 
@@ -245,15 +245,15 @@ def test_python_build_makes_an_sdist_and_wheel_that_install_and_run(tmp_path: Pa
         names = set(z.namelist())
         meta = z.read(f"socket_exporter-{__version__}.dist-info/METADATA").decode()
         entry = z.read(f"socket_exporter-{__version__}.dist-info/entry_points.txt").decode()
-    assert {"exporter/py.typed", "exporter/main.py", "exporter/version.py"} <= names
-    assert "socket-exporter = exporter.main:main" in entry
+    assert {"exporter/py.typed", "exporter/cli.py", "exporter/version.py"} <= names
+    assert "socket-exporter = exporter.cli:main" in entry
     for line in (f"Version: {__version__}", "License-Expression: Apache-2.0", "Requires-Python: >=3.10"):
         assert line in meta.splitlines(), line
     requires = re.findall(r"^Requires-Dist: ([\w.-]+)(?!.*extra ==)", meta, re.M)
     assert {"prometheus-client", "pyroute2", "pyyaml"} <= {r.lower() for r in requires}
     with tarfile.open(sdist) as t:
         members = {m.split("/", 1)[1] for m in t.getnames() if "/" in m}
-    assert {"pyproject.toml", "README.md", "exporter/main.py", "exporter/py.typed"} <= members
+    assert {"pyproject.toml", "README.md", "exporter/cli.py", "exporter/py.typed"} <= members
     # The wheel's install is what the image replay checks; here the sdist, built again by pip.
     venv = tmp_path / "venv"
     assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from exporter.cli import make_registry
 from exporter.config import Config, load_config
-from exporter.main import make_registry
 from exporter.reload import Reloader
 from tests._golden import PROCFS_FIXTURES
 from tests._served import http, running_exporter
@@ -86,7 +86,7 @@ def test_bad_file_keeps_last_good_config(name: str, config_file: Path, caplog: p
     ok, message = reloader.reload("test")
     assert not ok and str(config_file) in message and "\n" not in message
     state = reloader.state
-    assert (state.config, state.collector, state.shared) == (good.config, good.collector, good.shared)
+    assert (state.config, state.pipeline, state.shared) == (good.config, good.pipeline, good.shared)
     assert state.reload is not None and state.reload == type(state.reload)(False, 1002)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "\n" not in errors[0] and "still serving the last good config" in errors[0]

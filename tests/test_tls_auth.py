@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.http_server import ServerLimits
-from exporter.web_config import WebConfig, load_web_config
+from exporter.web.config import WebConfig, load_web_config
+from exporter.web.server import ServerLimits
 from tests._certs import Pki, make_pki
 from tests._http import Client, basic, exporter_process, new_server, raise_fd_limit, serving
 from tests._require import require_module

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.web_config import WebConfig, WebConfigError, load_web_config
+from exporter.web.config import WebConfig, WebConfigError, load_web_config
 from tests._certs import Pki, make_pki
 from tests._require import require_module
 
@@ -116,7 +116,7 @@ def test_cli_refuses_a_bad_web_config_with_exit_2() -> None:
 def test_users_without_bcrypt_installed_are_refused() -> None:
     """bcrypt is an optional extra; without it a config with users must not start (it would serve open)."""
     code = ("import sys; sys.modules['bcrypt'] = None\n"
-            "from exporter.web_config import load_web_config, WebConfigError\n"
+            "from exporter.web.config import load_web_config, WebConfigError\n"
             "try:\n    load_web_config(sys.argv[1])\nexcept WebConfigError as e:\n    print(e)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(FIXTURES / "good/users.yml")], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)

@@ -1,7 +1,7 @@
 """The timing harness, run INSIDE the benchmark's namespace: ``python -m tests.benchmark.measure JSON``.
 
 Why in-process for the exporter: ``--once`` would time Python's start-up and imports, which a running
-exporter pays once; here ``Collector.collect()`` + the exposition are timed exactly as a scrape runs
+exporter pays once; here ``Pipeline.collect()`` + the exposition are timed exactly as a scrape runs
 them, each config with its own long-lived state (so what the owner cache keeps between scrapes
 counts, as it does in a server), plus a ``cold`` variant that builds a fresh state every time.
 
@@ -29,8 +29,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import SocketMetricsCollector
 from exporter.config import Config, PerProcessConfig
+from exporter.metrics import SocketMetricsCollector
 from exporter.reload import ExporterState
 
 Sample = tuple[float, float]  # wall seconds, CPU seconds

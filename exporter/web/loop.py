@@ -5,11 +5,11 @@ that connects and says nothing, and every TLS client that stops halfway through 
 a thread until it times out, so a few dozen of them stall Prometheus's scrape (client_python's stock
 server: one thread per request, backlog 5, TLS handshake on the thread that reads). Here one thread
 runs ``selectors`` (epoll) over non-blocking sockets: accepting, the TLS handshake, reading requests
-and writing responses (exporter/http_conn.py). A complete request goes to ``handle_request``; an
+and writing responses (exporter/web/conn.py). A complete request goes to ``handle_request``; an
 answer computed in another thread comes back through :meth:`EventLoopServer.call_soon` and the loop
 writes it. A 503 or 401 costs no thread at all.
 
-Bounds, all in :class:`~exporter.http_conn.ServerLimits`: a listen backlog of 1024 (the kernel caps it
+Bounds, all in :class:`~exporter.web.conn.ServerLimits`: a listen backlog of 1024 (the kernel caps it
 at somaxconn); at most ``max_connections`` connections, beyond which the oldest connection that is
 idle, handshaking or still sending its request is evicted (so a flood of idle sockets cannot lock
 Prometheus out), with RLIMIT_NOFILE's soft limit raised to fit, as Go does; deadlines for the
@@ -32,8 +32,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .http_conn import BUSY, CLOSED, HANDSHAKE, READ, WRITE, Conn, ConnectionIO, ServerLimits
-from .http_metrics import ServerStats
+from .conn import BUSY, CLOSED, HANDSHAKE, READ, WRITE, Conn, ConnectionIO, ServerLimits
+from .metrics import ServerStats
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import socket
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
-from .records import TCP_STATUS, SocketTable, SourceError, SourceUnavailable, Table
+from ..model import TCP_STATUS, SocketTable, SourceError, SourceUnavailable, Table
 
 #: State bytes the kernel can print for TCP; anything else means the line is not what we think.
 _TCP_STATES = bytes(sorted(TCP_STATUS))

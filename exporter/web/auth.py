@@ -14,7 +14,7 @@
 * **Why a cache at all**: bcrypt at cost 10 is ~100 ms of CPU. Without the cache every scrape pays it,
   and a flood of wrong passwords would delay Prometheus's own scrapes behind it; with it, credentials
   that already succeeded are answered in microseconds on the event loop and only the unproven ones
-  queue for the (bounded, separate) bcrypt pool in exporter/http_server.py. The cost: a memory dump
+  queue for the (bounded, separate) bcrypt pool in exporter/web/server.py. The cost: a memory dump
   of the exporter holds HMACs of recently used passwords, which are as sensitive as the passwords.
 
 bcrypt is an optional dependency (``pip install 'socket-exporter[auth]'``), imported only when a web

@@ -2,10 +2,10 @@
 
 Stages, each timed and reported as success/failure (node_exporter style):
 
-* ``netlink``: sock_diag dump of every configured table (exporter.netlink_source).
+* ``netlink``: sock_diag dump of every configured table (exporter.sources.netlink).
 * ``proc``: /proc/net/* for tables netlink could not serve (or all of them with ``source: proc``).
 * ``owners``: /proc/PID/fd scan mapping inodes to pids (only with the per-process breakdown on).
-  The Collector keeps an owner cache between scrapes: the socket inodes of processes that have not
+  The Pipeline keeps an owner cache between scrapes: the socket inodes of processes that have not
   run since it read them (exporter/owner_cache.py); counts and owners are still computed afresh.
 
 Why a failed table is left out instead of counted as zero: a kernel error or an unreadable
@@ -25,27 +25,21 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
 
-from . import netlink_source, owners, procfs_net
+from . import owners
 from .aggregate import Counts, count_by_owner, count_totals
 from .config import Config
 from .kinds import tables_for
+from .model import Table
 from .owner_cache import OwnerCache
-from .records import SocketTable, SourceError, SourceUnavailable, Table
+from .sources import TableReader
+from .stage import Stage, StageTimer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Stage:
-    name: str
-    success: bool
-    seconds: float
 
 
 @dataclass
@@ -64,82 +58,23 @@ class Collection:
         return all(stage.success for stage in self.stages)
 
 
-class _StageTimer:
-    def __init__(self, stages: list[Stage], name: str) -> None:
-        self.stages, self.name, self.success = stages, name, True
-        self.start = time.perf_counter()
-
-    def done(self) -> None:
-        self.stages.append(Stage(self.name, self.success, time.perf_counter() - self.start))
-
-
-class Collector:
+class Pipeline:
     """Runs collections for one config; remembers only which tables already logged a fallback."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.tables = tables_for(config.kinds)
-        self._fallback_logged: set[Table] = set()
+        self._sources = TableReader(config.source, config.procfs, self.tables)
         # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
         self._owner_cache = OwnerCache()
 
-    def _read_netlink(self, stages: list[Stage]) -> tuple[list[SocketTable], list[Table], list[Table]]:
-        """Returns (tables read, tables served, tables to try from /proc)."""
-        timer, read, served, to_proc = _StageTimer(stages, "netlink"), [], [], []
-        unavailable: dict[Table, SourceUnavailable] = {}
-        for table in self.tables:
-            try:
-                read.extend(netlink_source.read_tables([table]))
-                served.append(table)
-            except SourceUnavailable as exc:
-                unavailable[table] = exc
-            except (SourceError, OSError) as exc:
-                timer.success = False
-                log.error("netlink source failed for %s: %s", table.value, exc)
-        if unavailable and self.config.source == "auto":
-            to_proc = list(unavailable)
-            new = [t for t in unavailable if t not in self._fallback_logged]
-            if new:  # once per table for the life of the process, in one line
-                self._fallback_logged.update(new)
-                log.warning("netlink unavailable (%s); reading %s from /proc/net instead",
-                            unavailable[new[0]], ", ".join(t.value for t in new))
-        elif unavailable:
-            timer.success = False
-            log.error("netlink source unavailable for %s: %s", ", ".join(t.value for t in unavailable),
-                      next(iter(unavailable.values())))
-        timer.done()
-        return read, served, to_proc
-
-    def _read_proc(self, stages: list[Stage], wanted: Sequence[Table]) -> tuple[list[SocketTable], list[Table]]:
-        timer, read, served = _StageTimer(stages, "proc"), [], []
-        for table in wanted:
-            try:
-                read.extend(procfs_net.read_tables(self.config.procfs, [table]))
-                served.append(table)
-            except (SourceError, OSError) as exc:
-                timer.success = False
-                log.error("/proc source failed for %s: %s", table.value, exc)
-        timer.done()
-        return read, served
-
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
-        tables: list[SocketTable] = []
-        source_of: dict[Table, str] = {}
-        to_proc: list[Table] = list(self.tables) if config.source == "proc" else []
-        if config.source != "proc":
-            read, served, to_proc = self._read_netlink(stages)
-            tables += read
-            source_of.update(dict.fromkeys(served, "netlink"))
-        if to_proc:
-            read, served = self._read_proc(stages, to_proc)
-            tables += read
-            source_of.update(dict.fromkeys(served, "proc"))
-
+        tables, source_of, fallback = self._sources.read(stages)
         counts = Counts(totals=count_totals(tables, source_of))
         scan = None
         if config.per_process.enabled:
-            timer = _StageTimer(stages, "owners")
+            timer = StageTimer(stages, "owners")
             wanted = set(chain.from_iterable(st.inodes for st in tables))
             wanted.discard(0)
             try:
@@ -153,7 +88,6 @@ class Collector:
                 timer.success = False
                 log.error("owner scan of %s failed: %s", config.procfs, exc)
             timer.done()
-        fallback = any(source_of.get(t) == "proc" for t in self.tables) and config.source == "auto"
         return Collection(config=config, counts=counts, stages=stages, source_of=source_of,
                           fallback=fallback, owner_scan=scan)
 

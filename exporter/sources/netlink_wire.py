@@ -1,7 +1,7 @@
 """Decode sock_diag netlink dumps into :class:`SocketTable` columns. Pure: bytes in, columns out.
 
 Why hand-rolled instead of pyroute2's message classes: a host with 100k sockets sends 100k messages,
-and one Python object per message costs seconds (see :mod:`exporter.netlink_source`). Here each
+and one Python object per message costs seconds (see :mod:`exporter.sources.netlink`). Here each
 message is read with one precompiled ``struct.Struct`` call and only the two columns the exporter
 needs (state byte, inode) are kept, in a ``bytearray`` and an ``array('I')``.
 
@@ -41,7 +41,7 @@ import struct
 from array import array
 from collections.abc import Iterable
 
-from .records import SocketTable, SourceError, Table
+from ..model import SocketTable, SourceError, Table
 
 Chunk = bytes | bytearray | memoryview
 

@@ -1,7 +1,7 @@
 """The little HTTP/1.1 this exporter speaks: parse a request head, build a response.
 
 Why not http.server: its handler reads from a blocking socket file, so a slow client holds the thread
-that reads it. Here the event loop (exporter/http_loop.py) collects bytes without blocking anyone and
+that reads it. Here the event loop (exporter/web/loop.py) collects bytes without blocking anyone and
 hands a complete head to :func:`parse_head`; responses are built as one ``bytes`` and written by the
 loop. Only what a scraper, a browser, curl and Prometheus send is accepted: no chunked request bodies,
 no line folding, no absolute-form targets; anything else is a 4xx/5xx that closes the connection.
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from .version import __version__
+from ..version import __version__
 
 SERVER = f"socket_exporter/{__version__}"
 MAX_HEADERS = 100

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from . import netlink_source
 from .aggregate import SeriesKey
+from .collection import Collection
 from .kinds import tables_for
-from .records import FAMILY_LABEL, TYPE_LABEL
+from .model import FAMILY_LABEL, TYPE_LABEL
 from .reload import ExporterState, ReloadStatus
-from .scrape import Collection
+from .sources import netlink
 from .version import __version__
 
 SERIES_LABELS = ["family", "type", "status"]
@@ -143,7 +143,7 @@ def _netlink_families(c: Collection) -> Iterator[CounterMetricFamily]:
     if c.config.source == "proc":
         return
     tables = tables_for(c.config.kinds)
-    retried, published = netlink_source.interrupted_counts()
+    retried, published = netlink.interrupted_counts()
     for name, doc, counts in (
         ("socket_netlink_dump_retries", "sock_diag dumps retried because the kernel flagged them interrupted "
          "(NLM_F_DUMP_INTR: the table changed mid-dump).", retried),
@@ -168,5 +168,5 @@ def build_info() -> InfoMetricFamily:
     return InfoMetricFamily("socket_exporter_build", "socket_exporter version and runtime.", value={
         "version": __version__,
         "python_version": platform.python_version(),
-        "pyroute2_version": netlink_source.PYROUTE2_VERSION,
+        "pyroute2_version": netlink.PYROUTE2_VERSION,
     })

@@ -3,7 +3,7 @@
 Why: a 503 or a 401 is invisible in Prometheus's ``up`` until it is too late (up=0 says "failed",
 not "refused because a flood of bad passwords fills the bcrypt queue"). These counters say which
 limit bit, so the alert for it can be specific. They live in a separate client_python Collector the
-server registers on the scrape registry itself, so exporter/collector.py stays about sockets. Every
+server registers on the scrape registry itself, so exporter/metrics.py stays about sockets. Every
 label value is exported from the start (zeros included) so ``rate()`` works from the first scrape.
 """
 

@@ -4,10 +4,10 @@ The only module that imports pyroute2. The work is split on purpose:
 
 * pyroute2 supplies what is easy to get wrong and never hot: the constants (NETLINK_SOCK_DIAG,
   SOCK_DIAG_BY_FAMILY, NLM_F_*), the request layout (its ``inet_diag_req`` / ``unix_diag_req``
-  classes, encoded once per table and cached) and, off the hot path, :func:`decode_with_pyroute2`,
-  a reference decoder the tests hold the lean one to on recorded dumps.
+  classes, encoded once per table and cached); off the hot path, its message classes are the
+  reference decoder the tests hold the lean one to on recorded dumps (tests/netlink_reference.py).
 * the bulk dump goes over a stdlib ``socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)`` and is
-  decoded by :mod:`exporter.netlink_decode` with ``struct``. pyroute2's ``DiagSocket.get_sock_stats``
+  decoded by :mod:`exporter.sources.netlink_wire` with ``struct``. pyroute2's ``DiagSocket.get_sock_stats``
   took 2.6-4.2 s and +138 MB for 30-60k sockets (an object per message and per attribute), hides
   kernel errors (a dump answered with an errno comes back as an empty tuple: its MarshalDiag picks
   the message class by the byte at offset 16, so NLMSG_DONE(-ENOENT) is just another message) and
@@ -53,9 +53,10 @@ from collections.abc import Iterator, Sequence
 
 import pyroute2
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
-from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, MarshalDiag, inet_diag_req, unix_diag_req
+from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req, unix_diag_req
 
-from .netlink_decode import (
+from ..model import SocketTable, SourceUnavailable, Table
+from .netlink_wire import (
     NLM_F_DUMP_INTR,
     NLMSG_HDRLEN,
     NetlinkDumpError,
@@ -63,7 +64,6 @@ from .netlink_decode import (
     decode_inet_dump,
     decode_unix_dump,
 )
-from .records import SocketTable, SourceUnavailable, Table
 
 log = logging.getLogger(__name__)
 
@@ -235,24 +235,3 @@ def read_tables(tables: Sequence[Table]) -> list[SocketTable]:
     for table in tables:
         out.extend(_dump_retrying(table))
     return out
-
-
-def record_dump(table: Table) -> bytes:
-    """The raw messages of one successful dump of ``table``, concatenated: for test fixtures."""
-    keep: list[bytes] = []
-    _dump_retrying(table, keep)
-    return b"".join(keep)
-
-
-def decode_with_pyroute2(data: bytes) -> list[tuple[int, int, int, int]]:
-    """Reference decoding by pyroute2 (slow; tests only): (family, udiag_type or 0, state, inode)
-    for each SOCK_DIAG_BY_FAMILY message in ``data``. Control messages and errors are skipped."""
-    rows: list[tuple[int, int, int, int]] = []
-    for msg in MarshalDiag().parse(data):
-        if msg["header"]["type"] != SOCK_DIAG_BY_FAMILY:
-            continue
-        if msg.get("udiag_family") == socket.AF_UNIX:
-            rows.append((int(socket.AF_UNIX), msg["udiag_type"], msg["udiag_state"], msg["udiag_ino"]))
-        else:
-            rows.append((msg["idiag_family"], 0, msg["idiag_state"], msg["idiag_inode"]))
-    return rows

@@ -16,13 +16,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from .collector import SocketMetricsCollector
+from .collection import Pipeline, SharedCollection
 from .config import SOURCES, Config, ConfigError, load_config, parse_listen_address, with_overrides
-from .http_server import ExporterHTTPServer
+from .metrics import SocketMetricsCollector
 from .reload import ExporterState, Reloader, reload_on_sighup
-from .scrape import Collector, SharedCollection
 from .version import __version__
-from .web_config import WebConfigError, load_web_config
+from .web.config import WebConfigError, load_web_config
+from .web.server import ExporterHTTPServer
 
 log = logging.getLogger("exporter")
 
@@ -88,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"socket-exporter: {args.config or 'built-in defaults'}: config OK")
         return 0
     if args.once:
-        collector = Collector(config)
-        collection = collector.collect()
-        state = ExporterState(config, collector, SharedCollection(lambda: collection))  # no reload status
+        pipeline = Pipeline(config)
+        collection = pipeline.collect()
+        state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SocketMetricsCollector(lambda: state))
         sys.stdout.write(generate_latest(registry).decode())

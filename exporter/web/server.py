@@ -2,29 +2,29 @@
 
 Why not client_python's ``start_http_server``: it spawns a thread per request without limit, listens
 with a backlog of 5, and with TLS one client that stops mid-handshake stalls every scrape. This server
-keeps socket I/O on one event loop (exporter/http_loop.py, exporter/http_conn.py) and uses threads
+keeps socket I/O on one event loop (exporter/web/loop.py, exporter/web/conn.py) and uses threads
 only to compute, each kind in its own bounded pool, so no kind of traffic can take another's threads:
 
 * **Scrapes** run on a fixed pool of ``max_scrapes_in_flight + 1`` threads (the +1 is for a reload).
   At most ``max_scrapes_in_flight`` scrapes run at once; one more is answered 503 by the loop at once,
   counted in ``socket_exporter_http_requests_rejected_total{reason="scrape_limit"}``, since queueing
   it would only make it late for its scraper. Concurrent scrapes share one collection
-  (exporter/scrape.py ``SharedCollection``).
+  (exporter/collection.py ``SharedCollection``).
 * **X-Prometheus-Scrape-Timeout-Seconds** (minus ``scrape_timeout_offset``) bounds how long a scrape
   waits for the shared collection: past it the loop answers 503 (``reason="scrape_timeout"``) while
   Prometheus is still listening, instead of Prometheus timing out on its own. The abandoned render
   still counts as in flight until it finishes, so slow collections cannot pile up threads.
 * **bcrypt** runs on its own pool (``auth_workers`` threads, ``max_auth_pending`` checks queued;
   beyond: 503 ``auth_busy``), never on the loop or a scrape thread, and credentials that already
-  succeeded skip it (exporter/basic_auth.py), so a flood of wrong passwords burns at most
+  succeeded skip it (exporter/web/auth.py), so a flood of wrong passwords burns at most
   ``auth_workers`` cores and cannot delay a scrape with good credentials. Every 401 and auth_busy 503
   is held back ``auth_failure_delay`` (no thread held), so a guessing client cannot spin on instant
   refusals and keep the event loop busy.
-* **Reload** (``on_reload``, wired by exporter/main.py) runs one at a time on the scrape pool's spare
+* **Reload** (``on_reload``, wired by exporter/cli.py) runs one at a time on the scrape pool's spare
   thread; a second concurrent POST gets 503 ``reload_busy``.
 
 Basic auth, when configured, guards every path, as exporter-toolkit does. The server's own counters
-are a separate Collector (exporter/http_metrics.py) registered on the scrape registry.
+are a separate Collector (exporter/web/metrics.py) registered on the scrape registry.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from .basic_auth import BasicAuth, parse_basic
-from .http_conn import BUSY, Conn, ServerLimits
-from .http_loop import EventLoopServer
-from .http_metrics import ServerMetricsCollector, ServerStats
-from .http_protocol import Request, response, text_response
-from .version import __version__
-from .web_config import WebConfig
+from ..version import __version__
+from .auth import BasicAuth, parse_basic
+from .config import WebConfig
+from .conn import BUSY, Conn, ServerLimits
+from .loop import EventLoopServer
+from .metrics import ServerMetricsCollector, ServerStats
+from .protocol import Request, response, text_response
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ __all__ = ["CONTENT_TYPE_TEXT", "ExporterHTTPServer", "ServerLimits"]
 class ExporterHTTPServer(EventLoopServer):
     """Serves ``registry`` at ``telemetry_path``; see the module docstring for the bounds.
 
-    The socketserver-like API main.py uses: ``serve_forever()``, ``shutdown()`` (from another thread
+    The socketserver-like API exporter/cli.py uses: ``serve_forever()``, ``shutdown()`` (from another thread
     or a signal handler), ``server_close()``, ``server_address``. ``web_config`` and ``registry`` may
     be replaced while serving (a reload): new connections and requests use the new ones.
     """

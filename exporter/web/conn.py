@@ -1,6 +1,6 @@
 """Per-connection HTTP I/O on non-blocking sockets: TLS handshake, request reading, response writing.
 
-Every method here runs on the event loop thread (exporter/http_loop.py) and never blocks: a socket
+Every method here runs on the event loop thread (exporter/web/loop.py) and never blocks: a socket
 that is not ready is watched for readiness and the method returns. Why this matters: the TLS
 handshake is stepped with ``do_handshake()`` on each readiness event, so a client that stops halfway
 costs a file descriptor and a few KB, never a thread; a client trickling its request head (slowloris)
@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .http_metrics import ServerStats
-from .http_protocol import BadRequest, Request, parse_head, text_response
+from .metrics import ServerStats
+from .protocol import BadRequest, Request, parse_head, text_response
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Conn:
 
 
 class ConnectionIO:
-    """The I/O half of the server; :class:`exporter.http_loop.EventLoopServer` adds listening and the loop."""
+    """The I/O half of the server; :class:`exporter.web.loop.EventLoopServer` adds listening and the loop."""
 
     limits: ServerLimits
     stats: ServerStats

@@ -34,9 +34,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .basic_auth import BasicAuth, bcrypt_available
-from .strict_yaml import YamlRefused, read_capped
-from .strict_yaml import load as load_yaml
+from ..strict_yaml import YamlRefused, read_capped
+from ..strict_yaml import load as load_yaml
+from .auth import BasicAuth, bcrypt_available
 
 MAX_WEB_CONFIG_BYTES = 64 * 1024
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
