@@ -3,7 +3,12 @@
 Flags follow Prometheus exporter conventions (``--web.listen-address``, ``--path.procfs``...) and
 override the config file, also after a reload (SIGHUP or ``POST /-/reload``, see exporter/reload.py).
 Exit codes: 0 ok, 1 nothing could be collected (``--once``) or the server could not start, 2 a bad
-config or flag.
+config or flag. Every log line is logfmt (exporter/logfmt.py).
+
+Why the heavy imports (prometheus_client, pyroute2 through the sources, ssl) are made inside the
+functions: ``main()`` blocks SIGHUP first (exporter/sighup.py), and everything imported at the top
+of this module runs before it; at the top, they would be a few hundred milliseconds in which a
+SIGHUP kills a starting exporter.
 """
 
 from __future__ import annotations
@@ -12,17 +17,27 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-
-from .collection import Pipeline, SharedCollection
-from .config import SOURCES, Config, ConfigError, load_config, parse_listen_address, with_overrides
-from .metrics import SocketMetricsCollector
-from .reload import ExporterState, Reloader, reload_on_sighup
+from . import logfmt
+from .config import (
+    SOURCES,
+    Config,
+    ConfigError,
+    check_log_level,
+    check_telemetry_path,
+    load_config,
+    parse_listen_address,
+    with_overrides,
+)
+from .sighup import hold_sighup
 from .version import __version__
-from .web.config import WebConfigError, load_web_config
-from .web.server import ExporterHTTPServer
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from .reload import Reloader
+    from .web.config import WebConfig
 
 log = logging.getLogger("exporter")
 
@@ -44,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collect once, print the exposition text to stdout and exit")
     p.add_argument("--config.check", dest="config_check", action="store_true",
                    help="validate the config and exit (0 valid, 2 invalid)")
-    p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"),
-                   help="log level (default info)")
+    p.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                   help="serve POST /-/reload, as Prometheus' flag of that name (default off; SIGHUP always reloads)")
+    p.add_argument("--log.level", dest="log_level", metavar="LEVEL",
+                   help="debug, info, warn or error (default info; warning is read as warn)")
     p.add_argument("--version", action="version", version=f"socket_exporter {__version__}")
     return p
 
@@ -54,10 +71,11 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given as flags (None = not given), validated. Raises ConfigError."""
     if args.listen_address is not None:
         parse_listen_address(args.listen_address)
-    if args.telemetry_path is not None and not args.telemetry_path.startswith("/"):
-        raise ConfigError(f"--web.telemetry-path: got {args.telemetry_path!r}; want a path starting with /")
+    if args.telemetry_path is not None:
+        check_telemetry_path(args.telemetry_path)  # the file's check, with the flag's name: one error shape
+    level = check_log_level(args.log_level) if args.log_level is not None else None
     return {"listen_address": args.listen_address, "telemetry_path": args.telemetry_path,
-            "source": args.source, "procfs": args.procfs, "log_level": args.log_level}
+            "source": args.source, "procfs": args.procfs, "log_level": level}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -69,42 +87,72 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def make_registry(reloader: Reloader) -> CollectorRegistry:
     """The scrape registry: one collector reading the reloader's current state once per scrape."""
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import SocketMetricsCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: reloader.state))
     return registry
 
 
+def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
+    line = f"socket-exporter: {args.config or 'built-in defaults'}: config OK"
+    if web_config is not None:
+        line += f"; web config {args.web_config_file}: OK ({web_config.summary()})"
+    print(line)
+    return 0
+
+
+def once(config: Config) -> int:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from .collection import Pipeline, SharedCollection
+    from .metrics import SocketMetricsCollector
+    from .reload import ExporterState
+
+    pipeline = Pipeline(config)
+    collection = pipeline.collect()
+    state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SocketMetricsCollector(lambda: state))
+    sys.stdout.write(generate_latest(registry).decode())
+    return 0 if collection.source_of else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    hold_sighup()  # first: a SIGHUP during the start must not end it (exporter/sighup.py)
     args = build_parser().parse_args(argv)
+    logfmt.setup("info")
+    from .web.config import WebConfigError, load_web_config
+
     try:
         config = resolve_config(args)
+        logfmt.set_level(config.log_level)
         web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except (ConfigError, WebConfigError) as exc:
-        print(f"socket-exporter: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s %(name)s: %(message)s")
     if args.config_check:
-        print(f"socket-exporter: {args.config or 'built-in defaults'}: config OK")
-        return 0
+        return config_check(args, web_config)
     if args.once:
-        pipeline = Pipeline(config)
-        collection = pipeline.collect()
-        state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(SocketMetricsCollector(lambda: state))
-        sys.stdout.write(generate_latest(registry).decode())
-        return 0 if collection.source_of else 1
+        return once(config)
+
+    from .reload import Reloader, reload_on_sighup
+    from .web.server import ExporterHTTPServer
 
     host, port = parse_listen_address(config.listen_address)
-    reloader = Reloader(args.config, flag_overrides(args), config)
-    reload_on_sighup(reloader)  # before the server starts any thread; from here on SIGHUP reloads
+    reloader = Reloader(args.config, flag_overrides(args), config, web_path=args.web_config_file,
+                        web_config=web_config)
+    on_reload = (lambda: reloader.reload("POST /-/reload")) if args.enable_lifecycle else None
     try:
         server = ExporterHTTPServer((host, port), make_registry(reloader), config.telemetry_path,
-                                    web_config=web_config, on_reload=lambda: reloader.reload("POST /-/reload"))
+                                    web_config=web_config, on_reload=on_reload)
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen_address, exc)
         return 1
+    reloader.on_web_config = lambda new: setattr(server, "web_config", new)
+    reload_on_sighup(reloader)  # once the server can take a new web config; SIGHUP was held till now
     log.info("socket_exporter %s serving %s on %s (kinds %s, source %s)", __version__,
              config.telemetry_path, config.listen_address, ",".join(config.kinds), config.source)
     try:

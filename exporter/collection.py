@@ -17,7 +17,8 @@ piles up. The stage's success metric goes to 0 and the table's series disappear,
 logs that once per table and exports ``socket_netlink_fallback 1``; any other netlink error fails the
 stage. Concurrent scrapes share one collection (``SharedCollection``): the second scraper waits for
 the one in flight and gets its result; a result is never served to a scrape that began after it
-finished.
+finished. A collection has a deadline (``collection.timeout``): past it, its waiters fail with
+:class:`CollectionTimeout` instead of holding their scrape slots (see ``SharedCollection``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from itertools import chain
 
 from . import owners
 from .aggregate import Counts, count_by_owner, count_totals
-from .config import Config
+from .config import DEFAULT_COLLECTION_TIMEOUT, Config
 from .kinds import tables_for
 from .model import Table
 from .owner_cache import OwnerCache
@@ -92,10 +94,15 @@ class Pipeline:
                           fallback=fallback, owner_scan=scan)
 
 
+class CollectionTimeout(Exception):
+    """A scrape gave up on a collection past its deadline; the server answers it with an error."""
+
+
 class _Flight:
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self.done = threading.Event()
         self.result: Collection | BaseException | None = None
+        self.deadline = deadline  # time.monotonic() by which it should have finished
 
 
 class _CollectThread:
@@ -127,33 +134,72 @@ class _CollectThread:
 
 
 class SharedCollection:
-    """Single-flight: concurrent callers of ``get()`` share the collection that is in flight.
+    """Single-flight with a deadline: concurrent ``get()`` calls share the collection in flight.
 
     Each flight carries its own result, so a waiter can never pick up a later flight's result.
+
+    The deadline (``deadline`` seconds from a flight's start, ``collection.timeout``): a waiter gives
+    up when the flight it joined is not done by then and raises :class:`CollectionTimeout`, so a
+    collection that hangs (a read of /proc stuck on a hung mount, a netlink socket that never
+    answers) holds each scrape's thread for at most the deadline, not for ever: without it the
+    sixteen scrape slots fill with waiters and the exporter answers nothing but 503s, reload
+    included, until a restart. Every give-up is counted (``timeouts``, exported as
+    ``socket_exporter_collection_timeouts_total``).
+
+    Why a flight past its deadline is not replaced by a new one: the new one would have to run on
+    another thread (this one's thread is the stuck one, and one collect thread is the design, see
+    _CollectThread), a ``Pipeline`` keeps state (owner cache, fallback log) that is not made for two
+    collections at once, and what stopped the first (the same mount, the same process, the same
+    kernel) would most likely stop the second: a persistent hang would add one stuck thread per
+    scrape. So while the flight is past its deadline, ``get()`` fails *at once*, holding no slot,
+    visibly (the scrape fails, ``up`` goes to 0); when the stuck collection returns, the next scrape
+    starts a fresh one. A reload that changes the config gets a new state with its own
+    SharedCollection and thread, which is also the way out of a collection stuck for good.
     """
 
-    def __init__(self, collect: Callable[[], Collection]) -> None:
+    _counter_lock = threading.Lock()
+    #: Scrapes failed by a deadline, process-wide (across reloads: each state has its own instance).
+    timeouts = 0
+
+    def __init__(self, collect: Callable[[], Collection], deadline: float = DEFAULT_COLLECTION_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._collect = collect
+        self._deadline = deadline
+        self._clock = clock
         self._lock = threading.Lock()
         self._inflight: _Flight | None = None
         self._thread: _CollectThread | None = None
 
     def get(self) -> Collection:
-        """The collection in flight, or a new one, run on this object's collect thread (_CollectThread)."""
+        """The collection in flight, or a new one, run on this object's collect thread (_CollectThread).
+
+        Raises CollectionTimeout past the deadline (class docstring)."""
         with self._lock:
-            flight = self._inflight
+            flight, now = self._inflight, self._clock()
+            if flight is not None and now >= flight.deadline:
+                overdue = now - flight.deadline + self._deadline
+                self._count()
+                raise CollectionTimeout(f"the collection in flight has run {overdue:.0f} s, past its "
+                                        f"{self._deadline:g} s deadline; failing scrapes at once until it returns")
             if flight is None:
-                flight = self._inflight = _Flight()
+                flight = self._inflight = _Flight(now + self._deadline)
                 if self._thread is None:
                     self._thread = _CollectThread()
                     weakref.finalize(self, self._thread.stop)
                 self._thread.submit(lambda: self._run(flight))
-        flight.done.wait()
+        if not flight.done.wait(max(0.0, flight.deadline - self._clock())):
+            self._count()
+            raise CollectionTimeout(f"the collection did not finish within its {self._deadline:g} s deadline")
         result = flight.result
         if isinstance(result, BaseException):
             raise result
         assert result is not None
         return result
+
+    @classmethod
+    def _count(cls) -> None:
+        with cls._counter_lock:
+            cls.timeouts += 1
 
     def _run(self, flight: _Flight) -> None:
         try:

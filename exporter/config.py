@@ -37,7 +37,12 @@ DEFAULT_PORT = 9731
 MAX_CONFIG_BYTES = 64 * 1024
 SOURCES = ("auto", "netlink", "proc")
 OWNER_LABELS = ("pid", "process")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Prometheus' spellings; ``warning`` is accepted as an alias of ``warn`` (flag and file alike).
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_LEVEL_ALIASES = {"warning": "warn"}
+#: Paths the server answers itself: a telemetry path there would hide them or be hidden.
+RESERVED_PATHS = ("/", "/-/healthy", "/-/reload")
+DEFAULT_COLLECTION_TIMEOUT = 60.0
 
 
 class ConfigError(Exception):
@@ -63,6 +68,7 @@ class Config:
     telemetry_path: str = "/metrics"
     procfs: str = "/proc"
     log_level: str = "info"
+    collection_timeout: float = DEFAULT_COLLECTION_TIMEOUT  # seconds; collection.py SharedCollection
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -102,7 +108,7 @@ def parse_config(text: str, where: str) -> Config:
     if data is None:
         raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
     _want(where, "", data, dict, "a mapping at the top level")
-    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log"))
+    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection"))
     defaults = Config()
     kinds = data.get("kinds", list(defaults.kinds))
     _want(where, "kinds", kinds, list, "a list of kinds")
@@ -135,9 +141,7 @@ def parse_config(text: str, where: str) -> Config:
     parse_listen_address(listen, where, "web.listen_address")
     path = _want(where, "web.telemetry_path", web.get("telemetry_path", defaults.telemetry_path), str,
                  "a path starting with /")
-    if not path.startswith("/") or path in ("/", "/-/healthy"):
-        raise _fail(where, "web.telemetry_path",
-                    f"got {_show(path)}; want a path starting with / (not / or /-/healthy)")
+    check_telemetry_path(path, where, "web.telemetry_path")
 
     paths = _want(where, "path", data.get("path", {}), dict, "a mapping")
     _check_keys(where, "path.", paths, ("procfs",))
@@ -145,10 +149,38 @@ def parse_config(text: str, where: str) -> Config:
 
     log = _want(where, "log", data.get("log", {}), dict, "a mapping")
     _check_keys(where, "log.", log, ("level",))
-    level = _choice(where, "log.level", log.get("level", defaults.log_level), LOG_LEVELS)
+    level = check_log_level(log.get("level", defaults.log_level), where, "log.level")
+
+    collection = _want(where, "collection", data.get("collection", {}), dict, "a mapping")
+    _check_keys(where, "collection.", collection, ("timeout",))
+    timeout = _want(where, "collection.timeout", collection.get("timeout", defaults.collection_timeout),
+                    (int, float), "a number of seconds > 0")
+    if isinstance(timeout, bool) or not 0 < timeout < 86400:  # also refuses .nan and .inf
+        raise _fail(where, "collection.timeout", f"got {_show(timeout)}; want a number of seconds > 0 and < 86400")
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
-                  listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level)
+                  listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level,
+                  collection_timeout=float(timeout))
+
+
+def check_telemetry_path(value: str, where: str = "--web.telemetry-path", key: str = "") -> str:
+    """The one check for the telemetry path, from the flag (``where`` = the flag) or the file.
+
+    A request path is matched exactly, without its query, so a value holding ``?``, ``#``, spaces
+    or control characters could never be scraped; ``/``, ``/-/healthy`` and ``/-/reload`` are the
+    server's own pages.
+    """
+    if (not value.startswith("/") or value in RESERVED_PATHS or not value.isprintable()
+            or any(c in value for c in " ?#")):
+        raise _fail(where, key, f"got {_show(value)}; want a path starting with / without spaces, ? or # "
+                    f"(not {', '.join(RESERVED_PATHS)})")
+    return value
+
+
+def check_log_level(value: Any, where: str = "--log.level", key: str = "") -> str:
+    """The one check for the log level, from the flag or the file; returns Prometheus' spelling."""
+    value = LOG_LEVEL_ALIASES.get(value, value) if isinstance(value, str) else value
+    return _choice(where, key, value, LOG_LEVELS)
 
 
 def load_config(path: str) -> Config:

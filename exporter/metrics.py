@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from .aggregate import SeriesKey
-from .collection import Collection
+from .collection import Collection, SharedCollection
 from .kinds import tables_for
 from .model import FAMILY_LABEL, TYPE_LABEL
 from .reload import ExporterState, ReloadStatus
@@ -62,8 +62,11 @@ class SocketMetricsCollector(Collector):
         yield from _socket_families(c)
         yield from _health_families(c)
         yield from _netlink_families(c)
-        if state.reload is not None:
+        if state.reload is not None:  # serving (not --once): reloads and collection deadlines exist
             yield from _reload_families(state.reload)
+            yield CounterMetricFamily("socket_exporter_collection_timeouts", "Scrapes failed because the "
+                                      "collection did not finish within collection.timeout.",
+                                      value=SharedCollection.timeouts)
         yield build_info()
 
 

@@ -8,7 +8,9 @@ the process down, so this reader refuses them with one line each:
 * aliases, and with them merge keys ``<<`` and the "billion laughs" expansion bomb;
 * nesting deeper than MAX_NESTING (the composer recurses per level: 64 KiB of ``[`` would end in a
   RecursionError), unhashable keys, values Python cannot convert (a 5000-digit int);
-* files over the caller's size cap and files that are not UTF-8.
+* files over the caller's size cap and files that are not UTF-8;
+* paths that are not regular files (a FIFO, a device, a directory, a socket), at once: see
+  :func:`read_regular`.
 
 Example: ``load("a: 1\\na: 2\\n")`` raises ``YamlRefused("invalid YAML: line 2: duplicate key 'a'")``;
 the caller prefixes the file name.
@@ -16,6 +18,8 @@ the caller prefixes the file name.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Hashable
 from typing import Any
 
@@ -96,13 +100,54 @@ def load(text: str) -> Any:
         raise YamlRefused("invalid YAML: nested too deeply") from None
 
 
-def read_capped(path: str, max_bytes: int) -> tuple[bytes, str]:
-    """The file's bytes and text, refusing unreadable, oversized and non-UTF-8 files (one line each)."""
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_regular(path: str, max_bytes: int) -> bytes:
+    """Up to ``max_bytes + 1`` bytes of a regular file; anything else is refused at once, one line.
+
+    Why ``O_NONBLOCK`` then ``fstat``, not ``open()`` then ``read()``: opening a FIFO for reading
+    blocks until a writer comes (forever, and a reload thread with it), and ``/dev/zero`` or a tty
+    reads without end or blocks. Opened non-blocking, a FIFO or device open returns at once, and the
+    fstat of *that* descriptor (no race with a rename between a stat and the open) says what it is.
+    The flag stays on for the read: regular files ignore it, and a pseudo-file that calls itself
+    regular but would block (some /proc and /sys files) fails with EAGAIN instead of hanging.
+
+    >>> for path in ("/dev/zero", "/"):
+    ...     try:
+    ...         read_regular(path, 10)
+    ...     except YamlRefused as exc:
+    ...         print(exc)
+    not a regular file: a character device
+    not a regular file: a directory
+    """
     try:
-        with open(path, "rb") as f:
-            raw = f.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise YamlRefused(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _KINDS if test(mode)), "not a file")
+            raise YamlRefused(f"not a regular file: {what}")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise YamlRefused(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def read_capped(path: str, max_bytes: int) -> tuple[bytes, str]:
+    """The file's bytes and text, refusing unreadable, oversized, non-regular and non-UTF-8 files."""
+    raw = read_regular(path, max_bytes)
     if len(raw) > max_bytes:
         raise YamlRefused(f"file larger than {max_bytes} bytes; refusing to parse it")
     try:

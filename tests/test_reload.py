@@ -208,7 +208,8 @@ def test_sighup_reloads_the_real_process(netns: Netns, config_file: Path, tmp_pa
 @pytest.mark.root
 def test_post_reload(netns: Netns, config_file: Path, tmp_path: Path) -> None:
     port = 9731
-    with running_exporter(netns, port, tmp_path / "stderr.log", "--config", str(config_file)):
+    with running_exporter(netns, port, tmp_path / "stderr.log", "--config", str(config_file),
+                          "--web.enable-lifecycle"):
         write_atomically(config_file, B)
         [(status, message)] = http(netns, port, "/-/reload", "POST")
         assert status == 200 and "kinds unix" in message

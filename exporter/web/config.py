@@ -18,6 +18,15 @@ So unknown keys, keys exporter-toolkit has but this exporter does not implement 
 ``http_server_config``...), a ``tls_server_config`` without a certificate (exporter-toolkit would
 silently serve plain HTTP), unreadable or mismatched certificates and keys, and malformed bcrypt hashes
 are all refused with one line naming the file, the key and the value, like exporter/config.py does.
+So is a ``min_version`` (or ``max_version``) the local OpenSSL will not negotiate with this
+certificate (TLS10 and TLS11 on OpenSSL 3 with its default security level): tried with a real
+handshake in memory (exporter/web/tls_probe.py). The file and the certificate, key and CA files it
+names must be regular files, checked without blocking (a FIFO or a device is refused at once).
+
+Reload: exporter/reload.py reads the file again on every reload and the server takes the new
+WebConfig for every new connection and request, so a rotated certificate, a new CA or a revoked
+user takes effect without a restart. When the users and hashes are unchanged the previous
+:class:`BasicAuth` is kept (``previous``), with its cache of verified passwords.
 
 Client certificates: Python's ``ssl`` verifies every certificate it asks for, so ``RequestClientCert``
 (ask, never check; nothing here uses an unchecked certificate) is served as ``NoClientCert``, and
@@ -34,9 +43,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..strict_yaml import YamlRefused, read_capped
+from ..strict_yaml import YamlRefused, read_capped, read_regular
 from ..strict_yaml import load as load_yaml
 from .auth import BasicAuth, bcrypt_available
+from .tls_probe import negotiates
 
 MAX_WEB_CONFIG_BYTES = 64 * 1024
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -75,6 +85,13 @@ class WebConfig:
     tls: TLSServerConfig | None = None
     auth: BasicAuth | None = field(default=None, compare=False)
     source: str = ""
+    users: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (user, bcrypt hash), sorted
+
+    def summary(self) -> str:
+        """One line for the log and ``--config.check``: what this config turns on."""
+        tls, auth = self.tls, self.auth
+        return (f"TLS {f'on ({tls.min_version}+, client certificates: {tls.client_auth_type})' if tls else 'off'}, "
+                f"basic auth {f'on ({len(auth.users)} users)' if auth else 'off'}")
 
 
 def _fail(where: str, key: str, message: str) -> WebConfigError:
@@ -105,10 +122,10 @@ def _choice(where: str, key: str, value: Any, allowed: Mapping[str, Any]) -> str
 def _readable_pem(where: str, key: str, path: str, marker: str) -> None:
     """Name the broken file before OpenSSL does: its errors do not say which of cert/key failed."""
     try:
-        with open(path, "rb") as f:
-            text = f.read(1024 * 1024)
-    except OSError as exc:
-        raise _fail(where, key, f"cannot read {path!r}: {exc.strerror or exc}") from None
+        text = read_regular(path, 1024 * 1024)
+    except YamlRefused as exc:  # "cannot read: No such file..." or "not a regular file: a FIFO"
+        what, _, why = str(exc).partition(": ")
+        raise _fail(where, key, f"{what} {path!r}: {why}") from None
     if f"-----BEGIN {marker}".encode() not in text and not (marker == "PRIVATE KEY" and b" PRIVATE KEY-----" in text):
         raise _fail(where, key, f"{path!r} holds no PEM {marker.lower()}")
 
@@ -143,17 +160,18 @@ def _tls_context(where: str, tls: Mapping[str, Any], base: str) -> TLSServerConf
 
     _readable_pem(where, "tls_server_config.cert_file", cert, "CERTIFICATE")
     _readable_pem(where, "tls_server_config.key_file", key, "PRIVATE KEY")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = TLS_VERSIONS[min_version]
-    if max_version is not None:
-        ctx.maximum_version = TLS_VERSIONS[max_version]
-    ctx.options |= ssl.OP_NO_RENEGOTIATION  # the event loop never has to write while it reads
-    ctx.set_alpn_protocols(["http/1.1"])  # never let a Go client pick h2: this server speaks HTTP/1.1 only
     try:
-        ctx.load_cert_chain(cert, key)
+        ctx = _server_context(cert, key, TLS_VERSIONS[min_version],
+                              TLS_VERSIONS[max_version] if max_version is not None else None)
     except (ssl.SSLError, OSError) as exc:
         raise _fail(where, "tls_server_config.key_file", f"{key!r} cannot be used with cert_file {cert!r} "
                     f"(mismatched, encrypted or malformed): {getattr(exc, 'reason', None) or exc}") from None
+    for name, value in (("min_version", min_version), ("max_version", max_version)):
+        if value is not None and not negotiates(lambda v: _server_context(cert, key, v, v), TLS_VERSIONS[value]):
+            usable = [v for v, version in TLS_VERSIONS.items()
+                      if negotiates(lambda v: _server_context(cert, key, v, v), version)]
+            raise _fail(where, f"tls_server_config.{name}", f"{value!r}: the local OpenSSL ({ssl.OPENSSL_VERSION}) "
+                        f"will not negotiate it with this certificate; it does: {', '.join(usable) or 'none'}")
     if ca is not None:
         _readable_pem(where, "tls_server_config.client_ca_file", ca, "CERTIFICATE")
         try:
@@ -163,6 +181,18 @@ def _tls_context(where: str, tls: Mapping[str, Any], base: str) -> TLSServerConf
                         f"{ca!r}: {getattr(exc, 'reason', None) or exc}") from None
     ctx.verify_mode = verify
     return TLSServerConfig(cert, key, ca, auth_type, min_version, max_version, ctx)
+
+
+def _server_context(cert: str, key: str, minimum: ssl.TLSVersion, maximum: ssl.TLSVersion | None) -> ssl.SSLContext:
+    """The server context without client verification: what the exporter serves and the probe tries."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = minimum
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # the event loop never has to write while it reads
+    ctx.set_alpn_protocols(["http/1.1"])  # never let a Go client pick h2: this server speaks HTTP/1.1 only
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _users(where: str, users: Any) -> dict[str, bytes]:
@@ -183,8 +213,10 @@ def _users(where: str, users: Any) -> dict[str, bytes]:
     return checked
 
 
-def parse_web_config(text: str, where: str, base_dir: str = ".") -> WebConfig:
-    """Validate YAML text into a WebConfig; file paths in it are relative to ``base_dir``."""
+def parse_web_config(text: str, where: str, base_dir: str = ".", previous: WebConfig | None = None) -> WebConfig:
+    """Validate YAML text into a WebConfig; file paths in it are relative to ``base_dir``.
+
+    ``previous`` (a reload): its BasicAuth, with its cache, is kept when users and hashes are unchanged."""
     try:
         data = load_yaml(text)
     except YamlRefused as exc:
@@ -201,13 +233,18 @@ def parse_web_config(text: str, where: str, base_dir: str = ".") -> WebConfig:
             raise _fail(where, "tls_server_config", f"got {section!r}; want a mapping with cert_file and key_file")
         tls = _tls_context(where, section, base_dir)
     users = _users(where, data.get("basic_auth_users", {}))
-    return WebConfig(tls=tls, auth=BasicAuth(users) if users else None, source=where)
+    pairs = tuple(sorted(users.items()))
+    if previous is not None and previous.auth is not None and previous.users == pairs:
+        auth: BasicAuth | None = previous.auth
+    else:
+        auth = BasicAuth(users) if users else None
+    return WebConfig(tls=tls, auth=auth, source=where, users=pairs)
 
 
-def load_web_config(path: str) -> WebConfig:
+def load_web_config(path: str, previous: WebConfig | None = None) -> WebConfig:
     """Read and validate a web config file. Raises WebConfigError with a one-line message."""
     try:
         _, text = read_capped(path, MAX_WEB_CONFIG_BYTES)
     except YamlRefused as exc:
         raise WebConfigError(f"{path}: {exc}") from None
-    return parse_web_config(text, path, os.path.dirname(os.path.abspath(path)))
+    return parse_web_config(text, path, os.path.dirname(os.path.abspath(path)), previous)
