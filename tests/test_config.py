@@ -80,3 +80,19 @@ def test_bad_flag_value_is_refused() -> None:
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
     assert "--web.listen-address: got 'nowhere'" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["/", "/-/healthy", "/-/reload", "metrics", "/a b", "/m?x=1", "/m#top"])
+def test_telemetry_path_from_flag_and_file_is_checked_alike(tmp_path: Path, value: str) -> None:
+    """One validator (config.check_telemetry_path): the same refusal, named by flag or by file and key."""
+    config = tmp_path / "c.yml"
+    config.write_text(f"web: {{telemetry_path: {value!r}}}\n")
+    flag = subprocess.run([sys.executable, "-m", "exporter", "--web.telemetry-path", value, "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    file = subprocess.run([sys.executable, "-m", "exporter", "--config", str(config), "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert flag.returncode == file.returncode == 2, (flag.stderr, file.stderr)
+    [flag_line], [file_line] = flag.stderr.splitlines(), file.stderr.splitlines()
+    _, _, flag_why = flag_line.partition("--web.telemetry-path: ")
+    _, _, file_why = file_line.partition(f"{config}: web.telemetry_path: ")
+    assert flag_why and flag_why == file_why and f"got {value!r}" in flag_why, (flag_line, file_line)

@@ -122,3 +122,82 @@ def test_users_without_bcrypt_installed_are_refused() -> None:
                           text=True, cwd=ROOT, timeout=60)
     assert proc.stdout.strip().endswith(
         "basic_auth_users: needs the bcrypt module: pip install 'socket-exporter[auth]'"), proc.stdout + proc.stderr
+
+
+TLS_CLIENT_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                       "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+def pinned_client(pki: Pki, version: str) -> ssl.SSLContext:
+    """A client that speaks exactly ``version`` and allows every cipher: only the server decides."""
+    import warnings
+
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = TLS_CLIENT_VERSIONS[version]
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    return context
+
+
+@pytest.mark.parametrize("version", list(TLS_CLIENT_VERSIONS))
+def test_min_version_is_refused_unless_it_can_be_negotiated(pki: Pki, version: str) -> None:
+    """Either the config is refused with one line naming the key and the value, or a client speaking
+    exactly that version gets in: a ``min_version`` is never a promise the server cannot keep."""
+    from tests._http import Client, new_server, serving
+
+    path = write(pki, f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                      f"  min_version: {version}\n")
+    try:
+        config = load_web_config(path)
+    except WebConfigError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}: tls_server_config.min_version: {version!r}: the local OpenSSL ")
+        assert "will not negotiate it" in message and "\n" not in message
+        return
+    with serving(new_server(web_config=config)) as server:
+        status, _, _ = Client(server.server_address[1], context=pinned_client(pki, version)).get()
+        assert status == 200
+
+
+def test_an_unusable_min_version_stops_the_exporter_with_exit_2(pki: Pki) -> None:
+    refused = []
+    for version in TLS_CLIENT_VERSIONS:
+        path = write(pki, f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                          f"  min_version: {version}\n")
+        try:
+            load_web_config(path)
+        except WebConfigError:
+            refused.append(version)
+    if not refused:
+        pytest.skip(f"{ssl.OPENSSL_VERSION} negotiates every TLS version")
+    path = write(pki, f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                      f"  min_version: {refused[0]}\n")
+    for extra in (["--config.check"], ["--web.listen-address", "127.0.0.1:0"]):
+        proc = subprocess.run([sys.executable, "-m", "exporter", "--web.config.file", path, *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert proc.returncode == 2 and proc.stdout == ""
+        [line] = proc.stderr.splitlines()
+        assert f"{path}: tls_server_config.min_version: {refused[0]!r}: the local OpenSSL" in line
+
+
+def test_a_certificate_path_that_is_a_fifo_is_refused_at_once(pki: Pki) -> None:
+    import os
+
+    fifo = pki.ca.parent / "fifo.crt"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    path = write(pki, "tls_server_config:\n  cert_file: fifo.crt\n  key_file: server.key\n")
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--web.config.file", path, "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode == 2
+    assert f"tls_server_config.cert_file: not a regular file '{fifo}': a FIFO" in proc.stderr, proc.stderr
+
+
+def test_config_check_says_it_checked_the_web_config(pki: Pki) -> None:
+    path = write(pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--web.config.file", path, "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"socket-exporter: built-in defaults: config OK; web config {path}: OK (TLS on "
+                           "(TLS12+, client certificates: NoClientCert), basic auth off)\n")

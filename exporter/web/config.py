@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,8 +162,10 @@ def _tls_context(where: str, tls: Mapping[str, Any], base: str) -> TLSServerConf
     _readable_pem(where, "tls_server_config.cert_file", cert, "CERTIFICATE")
     _readable_pem(where, "tls_server_config.key_file", key, "PRIVATE KEY")
     try:
-        ctx = _server_context(cert, key, TLS_VERSIONS[min_version],
-                              TLS_VERSIONS[max_version] if max_version is not None else None)
+        with warnings.catch_warnings():  # TLS10/TLS11 are deprecated: refused below unless they work here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx = _server_context(cert, key, TLS_VERSIONS[min_version],
+                                  TLS_VERSIONS[max_version] if max_version is not None else None)
     except (ssl.SSLError, OSError) as exc:
         raise _fail(where, "tls_server_config.key_file", f"{key!r} cannot be used with cert_file {cert!r} "
                     f"(mismatched, encrypted or malformed): {getattr(exc, 'reason', None) or exc}") from None
