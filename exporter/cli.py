@@ -5,37 +5,30 @@ override the config file, also after a reload (SIGHUP or ``POST /-/reload``, see
 Exit codes: 0 ok, 1 nothing could be collected (``--once``) or the server could not start, 2 a bad
 config or flag. Every log line is logfmt (exporter/logfmt.py).
 
-Why the heavy imports (prometheus_client, pyroute2 through the sources, ssl) are made inside the
-functions: ``main()`` blocks SIGHUP first (exporter/sighup.py), and everything imported at the top
-of this module runs before it; at the top, they would be a few hundred milliseconds in which a
-SIGHUP kills a starting exporter.
+Why everything but the standard library's lightest modules is imported inside the functions:
+``main()`` blocks SIGHUP first (exporter/sighup.py), and what this module imports at its top runs
+before that, when the ``socket-exporter`` script imports it; prometheus_client, pyroute2 (through
+the sources), ssl and yaml at the top would be a few hundred milliseconds in which a SIGHUP kills
+a starting exporter.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import logfmt
-from .config import (
-    SOURCES,
-    Config,
-    ConfigError,
-    check_log_level,
-    check_telemetry_path,
-    load_config,
-    parse_listen_address,
-    with_overrides,
-)
 from .sighup import hold_sighup
 from .version import __version__
 
 if TYPE_CHECKING:
+    import argparse
+
     from prometheus_client import CollectorRegistry
 
+    from .config import Config
     from .reload import Reloader
     from .web.config import WebConfig
 
@@ -43,6 +36,10 @@ log = logging.getLogger("exporter")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from .config import SOURCES
+
     p = argparse.ArgumentParser(prog="socket-exporter", description=(
         "Prometheus exporter for Linux sockets by family, type, status and owning process."))
     p.add_argument("--config", metavar="FILE", help="YAML config file (default: built-in defaults, "
@@ -69,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given as flags (None = not given), validated. Raises ConfigError."""
+    from .config import check_log_level, check_telemetry_path, parse_listen_address
+
     if args.listen_address is not None:
         parse_listen_address(args.listen_address)
     if args.telemetry_path is not None:
@@ -80,6 +79,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """The file's config (or the defaults) with the flags on top. Raises ConfigError."""
+    from .config import Config, load_config, with_overrides
+
     flags = flag_overrides(args)
     config = load_config(args.config) if args.config else Config()
     return with_overrides(config, **flags)
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hold_sighup()  # first: a SIGHUP during the start must not end it (exporter/sighup.py)
     args = build_parser().parse_args(argv)
     logfmt.setup("info")
+    from .config import ConfigError, parse_listen_address
     from .web.config import WebConfigError, load_web_config
 
     try:

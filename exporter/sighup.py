@@ -10,9 +10,10 @@ anything heavy: from then on SIGHUP is blocked and stays *pending* (several coal
 the reload thread takes it as soon as it runs: a SIGHUP sent during the start is one reload after it.
 
 What remains: the interpreter's own start, before any line of the program runs (about 10-20 ms),
-cannot be covered from inside. A SIGHUP ignored by the parent (``nohup``) would be discarded
-instead of staying pending, so the disposition is reset to the default while the signal is blocked;
-blocked, the default action never runs.
+cannot be covered from inside. A parent that ignored SIGHUP (``nohup``) leaves it ignored, and
+POSIX lets an ignored signal be discarded even while blocked (Linux keeps it pending; others need
+not), so the disposition is reset to the default while the signal is blocked: blocked, the default
+action never runs, and ``sigwait`` gets every SIGHUP on every system.
 """
 
 from __future__ import annotations
