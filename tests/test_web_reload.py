@@ -116,10 +116,12 @@ def test_rotated_certificate_and_revoked_user_take_effect_on_reload(tmp_path: Pa
         assert client.get(headers=alice)[0] == 200
 
 
-def test_a_read_that_hangs_is_abandoned_and_the_next_reload_works(tmp_path: Path, hashes: dict[str, str]) -> None:
+def test_a_read_that_hangs_is_abandoned_and_the_next_reload_works(tmp_path: Path, hashes: dict[str, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A real hang, bounded: a user whose hash has cost 14 makes the reload compute a dummy hash of
     that cost (seconds of bcrypt). The reload gives up after its timeout; the next one, with a good
-    file, succeeds at once while the abandoned read still runs, and its late result is dropped."""
+    file, succeeds at once while the abandoned read still runs, and its late result is dropped. Stuck
+    reads are capped (MAX_STUCK_READS): past the cap a reload fails at once instead of adding one."""
     config, web = tmp_path / "c.yml", tmp_path / "web.yml"
     config.write_text("kinds: [tcp4]\n")
     web.write_text(web_yaml(hashes, tls=False))
@@ -138,8 +140,15 @@ def test_a_read_that_hangs_is_abandoned_and_the_next_reload_works(tmp_path: Path
     start = time.monotonic()
     ok, message = reloader.reload("test")
     assert ok and time.monotonic() - start < 2, message
+    # The stuck read (seconds of bcrypt) still runs; with the cap at 1, the next reload fails at once.
+    monkeypatch.setattr("exporter.reload.MAX_STUCK_READS", 1)
+    start = time.monotonic()
+    ok, message = reloader.reload("test")
+    assert not ok and time.monotonic() - start < 0.3 and "1 earlier reloads are still stuck" in message, message
     deadline = time.monotonic() + 60
     while reloader.stuck:
         assert time.monotonic() < deadline, "the abandoned read never returned"
         time.sleep(0.1)
     assert reloader.web_config is not None and [u for u, _ in reloader.web_config.users] == ["prometheus"]
+    monkeypatch.undo()
+    assert reloader.reload("test")[0]

@@ -18,15 +18,10 @@ So unknown keys, keys exporter-toolkit has but this exporter does not implement 
 ``http_server_config``...), a ``tls_server_config`` without a certificate (exporter-toolkit would
 silently serve plain HTTP), unreadable or mismatched certificates and keys, and malformed bcrypt hashes
 are all refused with one line naming the file, the key and the value, like exporter/config.py does.
-So is a ``min_version`` (or ``max_version``) the local OpenSSL will not negotiate with this
-certificate (TLS10 and TLS11 on OpenSSL 3 with its default security level): tried with a real
-handshake in memory (exporter/web/tls_probe.py). The file and the certificate, key and CA files it
-names must be regular files, checked without blocking (a FIFO or a device is refused at once).
-
-Reload: exporter/reload.py reads the file again on every reload and the server takes the new
-WebConfig for every new connection and request, so a rotated certificate, a new CA or a revoked
-user takes effect without a restart. When the users and hashes are unchanged the previous
-:class:`BasicAuth` is kept (``previous``), with its cache of verified passwords.
+So is a ``min_version``/``max_version`` the local OpenSSL will not negotiate with this certificate
+(TLS10, TLS11 on OpenSSL 3), found by a handshake in memory (tls_probe.py); and a file that is not
+a regular file (a FIFO, a device), checked without blocking. exporter/reload.py reads the file on
+every reload (rotated certificates, revoked users); unchanged users keep their BasicAuth and cache.
 
 Client certificates: Python's ``ssl`` verifies every certificate it asks for, so ``RequestClientCert``
 (ask, never check; nothing here uses an unchecked certificate) is served as ``NoClientCert``, and
