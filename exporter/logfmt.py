@@ -118,8 +118,6 @@ def setup(level: str = "info", stream: TextIO | None = None) -> None:
         if _handler is None:
             _handler = logging.StreamHandler(stream or sys.stderr)
             _handler.setFormatter(LogfmtFormatter())
-            for old in list(root.handlers):
-                root.removeHandler(old)
             root.addHandler(_handler)
             logging.captureWarnings(True)
             sys.excepthook = _log_uncaught

@@ -18,6 +18,7 @@ action never runs, and ``sigwait`` gets every SIGHUP on every system.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 
@@ -25,4 +26,5 @@ def hold_sighup() -> None:
     """Block SIGHUP in this (the main) thread and every thread started after; idempotent."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with contextlib.suppress(ValueError):  # not the main thread, which alone may; main() runs there
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
