@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from . import self_metrics
 from .collection import Pipeline, SharedCollection
 from .config import SOURCES, Config, ConfigError, load_config, parse_listen_address, with_overrides
 from .metrics import SocketMetricsCollector
@@ -68,10 +69,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def make_registry(reloader: Reloader) -> CollectorRegistry:
-    """The scrape registry: one collector reading the reloader's current state once per scrape."""
+    """The scrape registry: one collector reading the reloader's current state once per scrape, and the
+    process-wide self-metrics (exporter/self_metrics.py)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: reloader.state))
-    return registry
+    return self_metrics.register(registry)  # process_* and the netlink counters
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SocketMetricsCollector(lambda: state))
-        sys.stdout.write(generate_latest(registry).decode())
+        sys.stdout.write(generate_latest(self_metrics.register(registry)).decode())
         return 0 if collection.source_of else 1
 
     host, port = parse_listen_address(config.listen_address)
