@@ -48,7 +48,11 @@ def _series_labels(key: SeriesKey) -> list[str]:
 
 
 def label_value(value: str) -> str:
-    """A label value that encodes as UTF-8 and is at most MAX_LABEL_LENGTH characters (module docstring)."""
+    """A label value that encodes as UTF-8 and is at most MAX_LABEL_LENGTH characters (module docstring).
+
+    >>> label_value("nginx"), label_value("a\\udcff"), len(label_value("x" * 200))
+    ('nginx', 'a?', 128)
+    """
     if not value.isascii():
         value = value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
     return value if len(value) <= MAX_LABEL_LENGTH else value[:MAX_LABEL_LENGTH]

@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def checked(read: list[SocketTable]) -> list[SocketTable]:
-    """``read`` (the tables of one kernel table) unchanged, or SourceError naming a state we cannot name."""
+    """``read`` (the tables of one kernel table) unchanged, or SourceError naming a state we cannot name.
+
+    >>> from array import array
+    >>> checked([SocketTable(Table.TCP4, 1, b"\\x0e", array("I", [7]))])
+    Traceback (most recent call last):
+    exporter.model.SourceError: tcp: unknown TCP state 14 (a kernel newer than this exporter?)
+    """
     for st in read:
         if (state := unknown_tcp_state(st)) is not None:
             raise SourceError(f"{st.table.value}: unknown TCP state {state} (a kernel newer than this exporter?)")
