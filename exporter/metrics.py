@@ -1,4 +1,4 @@
-"""The only module that knows Prometheus: turns a fresh Collection into metric families.
+"""The socket side of the exposition: turns a fresh Collection into metric families.
 
 client_python's custom-collector pattern: ``collect()`` runs at scrape time and yields families built
 from that scrape's data only, so nothing is ever left over from an earlier scrape. It takes ONE
