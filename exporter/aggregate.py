@@ -8,6 +8,9 @@ Pure: no I/O, no Prometheus. The rules, and why:
 * Sockets with no owner are never dropped: inode 0 (TIME_WAIT, SYN_RECV request sockets, orphans
   closed by their process) and inodes no readable /proc/PID/fd holds (another pid namespace, a kernel
   socket, a process that exited mid-scrape, permission denied) go to the ``unowned`` bucket.
+* A process can name itself anything (``prctl``, ``/proc/self/comm``), ``(unowned)`` and ``(other)``
+  included; with the ``process`` label alone it would then merge into that bucket. Such a name gets one
+  more pair of parentheses (:func:`owner_name`), so a bucket only ever holds what it says.
 * Only the ``max_owners`` biggest owners (by sockets held, ties to the lower pid) get series of their
   own; the rest are folded into the ``other`` bucket, so cardinality is bounded on any host.
 
@@ -20,6 +23,7 @@ Example: TCP4 states b"\\x0a\\x01\\x06", inodes [11, 12, 0], owner {11: 100, 12:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,10 +63,27 @@ def count_totals(tables: Sequence[SocketTable], served: Iterable[Table]) -> dict
     return totals
 
 
+#: Bucket names, bare or wrapped in more parentheses: the names :func:`owner_name` wraps once more.
+_BUCKET_LIKE = re.compile(r"\(+(?:unowned|other)\)+")
+
+
+def owner_name(comm: str) -> str:
+    """A process name as a ``process`` label value, never equal to a bucket's (module docstring).
+
+    A name that is ``(unowned)`` or ``(other)`` with any number of parentheses around it gets one pair
+    more; every other name is kept. No name maps to a bucket name (those have exactly one pair), and
+    no two names map to the same value, so every process keeps a series of its own.
+
+    >>> owner_name("nginx"), owner_name("(unowned)"), owner_name("((other))"), owner_name("(other")
+    ('nginx', '((unowned))', '(((other)))', '(other')
+    """
+    return f"({comm})" if _BUCKET_LIKE.fullmatch(comm) else comm
+
+
 def _owner_key(pid: int, labels: Sequence[str], comm: Mapping[int, str]) -> OwnerKey:
     if pid == _NO_OWNER:
         return tuple(UNOWNED_PID if label == "pid" else UNOWNED_PROCESS for label in labels)
-    return tuple(str(pid) if label == "pid" else comm.get(pid, "") for label in labels)
+    return tuple(str(pid) if label == "pid" else owner_name(comm.get(pid, "")) for label in labels)
 
 
 def _other_key(labels: Sequence[str]) -> OwnerKey:

@@ -87,14 +87,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def make_registry(reloader: Reloader) -> CollectorRegistry:
-    """The scrape registry: one collector reading the reloader's current state once per scrape."""
+    """The scrape registry: one collector reading the reloader's current state once per scrape, and the
+    process-wide self-metrics (exporter/self_metrics.py)."""
     from prometheus_client import CollectorRegistry
 
+    from . import self_metrics
     from .metrics import SocketMetricsCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: reloader.state))
-    return registry
+    return self_metrics.register(registry)  # process_* and the netlink counters
 
 
 def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
@@ -108,6 +110,7 @@ def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
 def once(config: Config) -> int:
     from prometheus_client import CollectorRegistry, generate_latest
 
+    from . import self_metrics
     from .collection import Pipeline, SharedCollection
     from .metrics import SocketMetricsCollector
     from .reload import ExporterState
@@ -117,7 +120,7 @@ def once(config: Config) -> int:
     state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: state))
-    sys.stdout.write(generate_latest(registry).decode())
+    sys.stdout.write(generate_latest(self_metrics.register(registry)).decode())
     return 0 if collection.source_of else 1
 
 

@@ -7,6 +7,7 @@ Stages, each timed and reported as success/failure (node_exporter style):
 * ``owners``: /proc/PID/fd scan mapping inodes to pids (only with the per-process breakdown on).
   The Pipeline keeps an owner cache between scrapes: the socket inodes of processes that have not
   run since it read them (exporter/owner_cache.py); counts and owners are still computed afresh.
+  A procfs that shows no process at all (empty, unmounted) fails it (exporter/procfs_check.py).
 
 Why a failed table is left out instead of counted as zero: a kernel error or an unreadable
 /proc/net file says nothing about how many sockets exist, and a 0 would page nobody while CLOSE_WAIT
@@ -38,6 +39,7 @@ from .config import DEFAULT_COLLECTION_TIMEOUT, Config
 from .kinds import tables_for
 from .model import Table
 from .owner_cache import OwnerCache
+from .procfs_check import owner_scan_blocked
 from .sources import TableReader
 from .stage import Stage, StageTimer
 
@@ -53,7 +55,7 @@ class Collection:
     stages: list[Stage] = field(default_factory=list)
     source_of: dict[Table, str] = field(default_factory=dict)
     fallback: bool = False
-    owner_scan: owners.OwnerScan | None = None
+    owner_scan: owners.OwnerScan | None = None  # None: no per-process breakdown, or the owner scan failed
 
     @property
     def ok(self) -> bool:
@@ -79,16 +81,24 @@ class Pipeline:
             timer = StageTimer(stages, "owners")
             wanted = set(chain.from_iterable(st.inodes for st in tables))
             wanted.discard(0)
-            try:
-                scan = owners.scan_owners(config.procfs, wanted, cache=self._owner_cache)
+            # An empty or unmounted procfs is a failed stage, not "every socket unowned" (procfs_check.py).
+            problem = owner_scan_blocked(config.procfs)
+            if problem is None:
+                try:
+                    scan = owners.scan_owners(config.procfs, wanted, cache=self._owner_cache)
+                    if wanted and not scan.scanned_pids:
+                        problem = f"no fd table under {config.procfs} could be read"
+                except OSError as exc:  # /proc itself unreadable
+                    problem = str(exc)
+            if problem is None and scan is not None:
                 by_owner = count_by_owner(tables, scan.owner, scan.comm, config.per_process.labels,
                                           config.per_process.max_owners)
                 by_owner.totals = counts.totals
                 counts = by_owner
                 scan.owner = {}  # counted: 100k entries need not live on through the exposition
-            except OSError as exc:  # /proc itself unreadable: totals stand, the breakdown is missing
-                timer.success = False
-                log.error("owner scan of %s failed: %s", config.procfs, exc)
+            else:  # totals stand; the breakdown and the scan's gauges are absent (owner_scan None)
+                scan, timer.success = None, False
+                log.error("owner scan of %s failed: %s", config.procfs, problem)
             timer.done()
         return Collection(config=config, counts=counts, stages=stages, source_of=source_of,
                           fallback=fallback, owner_scan=scan)

@@ -1,9 +1,20 @@
-"""The only module that knows Prometheus: turns a fresh Collection into metric families.
+"""The socket side of the exposition: turns a fresh Collection into metric families.
 
 client_python's custom-collector pattern: ``collect()`` runs at scrape time and yields families built
 from that scrape's data only, so nothing is ever left over from an earlier scrape. It takes ONE
 reference to the current :class:`~exporter.reload.ExporterState` and builds every family from it, so
 a scrape racing a config reload reports one config or the other, never a mix.
+
+What is absent rather than zero, and why: a number the exporter could not compute must not read as a
+count. A table that could not be read has no ``socket_connections`` series; when the owner scan failed
+(or the breakdown is off) ``socket_process_connections``, ``socket_unowned_sockets``,
+``socket_process_owners_folded`` and ``socket_owner_scan_processes`` are all absent, since a 0 unowned
+or an empty breakdown would claim every socket was placed. ``socket_scrape_collector_success`` says
+which stage failed.
+
+The process-wide self-metrics (``process_*``, the netlink dump counters) are prometheus_client
+objects in exporter/self_metrics.py, registered beside this collector: they do not depend on the
+config, so they need no share of the one state read.
 
 Label values: the owner's ``process`` label is a process name anyone can set (``prctl``, writing
 ``/proc/self/comm``), and with ``--path.procfs`` any file. client_python escapes ``\\``, ``"`` and
@@ -22,7 +33,6 @@ from prometheus_client.registry import Collector
 
 from .aggregate import SeriesKey
 from .collection import Collection, SharedCollection
-from .kinds import tables_for
 from .model import FAMILY_LABEL, TYPE_LABEL
 from .reload import ExporterState, ReloadStatus
 from .sources import netlink
@@ -38,7 +48,11 @@ def _series_labels(key: SeriesKey) -> list[str]:
 
 
 def label_value(value: str) -> str:
-    """A label value that encodes as UTF-8 and is at most MAX_LABEL_LENGTH characters (module docstring)."""
+    """A label value that encodes as UTF-8 and is at most MAX_LABEL_LENGTH characters (module docstring).
+
+    >>> label_value("nginx"), label_value("a\\udcff"), len(label_value("x" * 200))
+    ('nginx', 'a?', 128)
+    """
     if not value.isascii():
         value = value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
     return value if len(value) <= MAX_LABEL_LENGTH else value[:MAX_LABEL_LENGTH]
@@ -61,7 +75,6 @@ class SocketMetricsCollector(Collector):
         c = state.collect()
         yield from _socket_families(c)
         yield from _health_families(c)
-        yield from _netlink_families(c)
         if state.reload is not None:  # serving (not --once): reloads and collection deadlines exist
             yield from _reload_families(state.reload)
             yield CounterMetricFamily("socket_exporter_collection_timeouts", "Scrapes failed because the "
@@ -78,7 +91,7 @@ def _socket_families(c: Collection) -> Iterator[GaugeMetricFamily]:
     for key, n in sorted(c.counts.totals.items(), key=lambda kv: _series_labels(kv[0])):
         totals.add_metric(_series_labels(key), n)
     yield totals
-    if not c.config.per_process.enabled:
+    if c.owner_scan is None:  # breakdown off, or the owner scan failed: absent, never a wrong split
         return
     owner_labels = list(c.config.per_process.labels)
     per_process = GaugeMetricFamily(
@@ -114,9 +127,11 @@ def _health_families(c: Collection) -> Iterator[GaugeMetricFamily]:
         source.add_metric([table.value, name], 1.0)
     yield source
     yield GaugeMetricFamily("socket_netlink_fallback",
-                            "1 if source auto fell back to /proc/net for some table because netlink is unavailable.",
+                            "1 if source auto fell back to /proc/net for some table this scrape because netlink "
+                            "is unavailable; socket_scrape_source says which tables /proc then served.",
                             value=1.0 if c.fallback else 0.0)
-    if not c.config.per_process.enabled:
+    scan = c.owner_scan
+    if scan is None:  # as above: a failed scan has no unowned count, no folds, no process counts
         return
     unowned = GaugeMetricFamily(
         "socket_unowned_sockets",
@@ -129,34 +144,14 @@ def _health_families(c: Collection) -> Iterator[GaugeMetricFamily]:
     yield GaugeMetricFamily("socket_process_owners_folded",
                             "Owners beyond per_process.max_owners folded into pid=\"other\" this scrape.",
                             value=c.counts.owners_folded)
-    scan = c.owner_scan
-    if scan is not None:
-        processes = GaugeMetricFamily(
-            "socket_owner_scan_processes",
-            "Processes seen by the owner scan: scanned, denied (fd table unreadable: run as root for full "
-            "data), vanished (exited during the scan).", labels=["result"])
-        processes.add_metric(["scanned"], scan.scanned_pids)
-        processes.add_metric(["denied"], scan.denied_pids)
-        processes.add_metric(["vanished"], scan.vanished_pids)
-        yield processes
-
-
-def _netlink_families(c: Collection) -> Iterator[CounterMetricFamily]:
-    """Process-wide counters from the netlink source, for the tables this config dumps over netlink."""
-    if c.config.source == "proc":
-        return
-    tables = tables_for(c.config.kinds)
-    retried, published = netlink.interrupted_counts()
-    for name, doc, counts in (
-        ("socket_netlink_dump_retries", "sock_diag dumps retried because the kernel flagged them interrupted "
-         "(NLM_F_DUMP_INTR: the table changed mid-dump).", retried),
-        ("socket_netlink_dump_interrupted", "sock_diag dumps still interrupted after every retry and published "
-         "anyway: that table's counts may be off by the sockets that changed mid-dump.", published),
-    ):
-        family = CounterMetricFamily(name, doc, labels=["table"])
-        for table in tables:
-            family.add_metric([table.value], counts[table])
-        yield family
+    processes = GaugeMetricFamily(
+        "socket_owner_scan_processes",
+        "Processes seen by the owner scan: scanned, denied (fd table unreadable: run as root for full "
+        "data), vanished (exited during the scan).", labels=["result"])
+    processes.add_metric(["scanned"], scan.scanned_pids)
+    processes.add_metric(["denied"], scan.denied_pids)
+    processes.add_metric(["vanished"], scan.vanished_pids)
+    yield processes
 
 
 def _reload_families(status: ReloadStatus) -> Iterator[GaugeMetricFamily]:

@@ -2,7 +2,8 @@
 
 node_exporter's pattern (fixture tree + expected output): one reviewed file per case shows every
 series the exporter emits, so a change to names, labels, buckets or error handling shows up as a
-diff. Durations and runtime versions vary between runs and are masked. ``UPDATE_GOLDEN=1`` rewrites.
+diff. Durations, runtime versions and the exporter's own ``process_*`` values vary between runs and
+are masked. ``UPDATE_GOLDEN=1`` rewrites.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MASKS = [
     (re.compile(r'^(socket_scrape_collector_duration_seconds\{.*\}) .*$', re.M), r"\1 <duration>"),
     (re.compile(r'^(socket_exporter_build_info)\{.*\} (.*)$', re.M), r"\1{<runtime>} \2"),
+    (re.compile(r'^(process_\w+) .*$', re.M), r"\1 <this process>"),  # ProcessCollector: our own /proc/self
 ]
 
 

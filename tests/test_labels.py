@@ -22,7 +22,7 @@ from exporter.collection import Collection, Pipeline, SharedCollection
 from exporter.config import Config, PerProcessConfig
 from exporter.metrics import MAX_LABEL_LENGTH, SocketMetricsCollector
 from exporter.model import Table
-from exporter.owners import parse_comm
+from exporter.owners import OwnerScan, parse_comm
 from exporter.reload import ExporterState
 from tests._require import require_tool
 from tests.exposition import run_once, samples
@@ -46,7 +46,7 @@ def exposition(owners: dict[str, int], labels: tuple[str, ...] = ("process",)) -
     by_owner = {(KEY, tuple(str(pid) if label == "pid" else name for label in labels)): n
                 for pid, (name, n) in enumerate(owners.items(), 1)}
     counts = Counts(totals={KEY: sum(owners.values())}, by_owner=by_owner)
-    collection = Collection(config=config, counts=counts, source_of={Table.TCP4: "netlink"})
+    collection = Collection(config=config, counts=counts, source_of={Table.TCP4: "netlink"}, owner_scan=OwnerScan())
     state = ExporterState(config, Pipeline(config), SharedCollection(lambda: collection))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: state))
@@ -88,3 +88,4 @@ def test_names_equal_once_capped_are_summed_not_duplicated() -> None:
     assert [(x["process"], v) for x, v in got] == [(long, 5.0)]
     got = samples(exposition({long + "-a": 2, long + "-b": 3}, ("pid", "process")))["socket_process_connections"]
     assert sorted((x["pid"], x["process"], v) for x, v in got) == [("1", long, 2.0), ("2", long, 3.0)]
+

@@ -7,6 +7,16 @@
   per table for the life of the process and reports ``fallback``; any other netlink error fails the
   ``netlink`` stage and leaves that table out, because a kernel error says nothing about how many
   sockets exist and must never read as "0 sockets". ``netlink`` or ``proc`` use that source alone.
+
+When the fallback fails too (netlink refused, and /proc/net not mounted or unreadable), nothing
+served those tables, so both stages report failure: ``proc`` because it could not read them, and
+``netlink`` because an unavailable source is only excused when the fallback did its job.
+``fallback`` still says a fallback was *attempted* this scrape (``socket_netlink_fallback 1``);
+``socket_scrape_source`` says which tables it actually served (none, here).
+
+Every table a source hands over is checked for TCP states we cannot name (a newer kernel's): such a
+table fails its source's stage and is left out, like any other table that could not be read, while
+the others are served (:func:`exporter.model.unknown_tcp_state`).
 """
 
 from __future__ import annotations
@@ -14,12 +24,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..model import SocketTable, SourceError, SourceUnavailable, Table
+from .. import self_metrics
+from ..model import SocketTable, SourceError, SourceUnavailable, Table, unknown_tcp_state
 from ..stage import Stage, StageTimer
 from . import netlink, procfs
 
 log = logging.getLogger(__name__)
 
+
+def checked(read: list[SocketTable]) -> list[SocketTable]:
+    """``read`` (the tables of one kernel table) unchanged, or SourceError naming a state we cannot name.
+
+    >>> from array import array
+    >>> checked([SocketTable(Table.TCP4, 1, b"\\x0e", array("I", [7]))])
+    Traceback (most recent call last):
+    exporter.model.SourceError: tcp: unknown TCP state 14 (a kernel newer than this exporter?)
+    """
+    for st in read:
+        if (state := unknown_tcp_state(st)) is not None:
+            raise SourceError(f"{st.table.value}: unknown TCP state {state} (a kernel newer than this exporter?)")
+    return read
 
 
 class TableReader:
@@ -28,6 +52,8 @@ class TableReader:
     def __init__(self, source: str, procfs_root: str, tables: Sequence[Table]) -> None:
         self.source, self.procfs_root, self.tables = source, procfs_root, tuple(tables)
         self._fallback_logged: set[Table] = set()
+        if source != "proc":
+            self_metrics.expose_tables(self.tables)
 
     def read(self, stages: list[Stage]) -> tuple[list[SocketTable], dict[Table, str], bool]:
         """(tables read, the source that served each table, whether ``auto`` fell back to /proc)."""
@@ -39,10 +65,12 @@ class TableReader:
             tables += read
             source_of.update(dict.fromkeys(served, "netlink"))
         if to_proc:
-            read, served = self._read_proc(stages, to_proc)
+            read, from_proc = self._read_proc(stages, to_proc)
             tables += read
-            source_of.update(dict.fromkeys(served, "proc"))
-        fallback = self.source == "auto" and any(source_of.get(t) == "proc" for t in self.tables)
+            source_of.update(dict.fromkeys(from_proc, "proc"))
+        fallback = self.source == "auto" and bool(to_proc)  # attempted (module docstring)
+        if fallback and any(t not in source_of for t in to_proc):  # unavailable, and not replaced
+            next(s for s in stages if s.name == "netlink").success = False
         return tables, source_of, fallback
 
     def _read_netlink(self, stages: list[Stage]) -> tuple[list[SocketTable], list[Table], list[Table]]:
@@ -51,7 +79,7 @@ class TableReader:
         unavailable: dict[Table, SourceUnavailable] = {}
         for table in self.tables:
             try:
-                read.extend(netlink.read_tables([table]))
+                read.extend(checked(netlink.read_tables([table])))
                 served.append(table)
             except SourceUnavailable as exc:
                 unavailable[table] = exc
@@ -76,7 +104,7 @@ class TableReader:
         timer, read, served = StageTimer(stages, "proc"), [], []
         for table in wanted:
             try:
-                read.extend(procfs.read_tables(self.procfs_root, [table]))
+                read.extend(checked(procfs.read_tables(self.procfs_root, [table])))
                 served.append(table)
             except (SourceError, OSError) as exc:
                 timer.success = False

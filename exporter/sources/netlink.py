@@ -21,7 +21,7 @@ queued, and concurrent scrapes would interleave. Opening one costs microseconds.
 
 Interrupted dumps (``NLM_F_DUMP_INTR``: the table changed while the kernel walked it) are retried
 INTERRUPTED_RETRIES times. If the last attempt is interrupted too, its result is published anyway
-and counted (:func:`interrupted_counts`, exported as ``socket_netlink_dump_interrupted_total``):
+and counted (``socket_netlink_dump_interrupted_total``, a Counter in exporter/self_metrics.py):
 on a host whose socket table never holds still, a count that may be off by the few sockets that
 moved mid-dump is worth more than a failed scrape every time, and the counter says it happened.
 
@@ -48,7 +48,6 @@ import functools
 import logging
 import socket
 import struct
-import threading
 from collections.abc import Iterator, Sequence
 
 import pyroute2
@@ -56,6 +55,7 @@ from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req, unix_diag_req
 
 from ..model import SocketTable, SourceUnavailable, Table
+from ..self_metrics import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
 from .netlink_wire import (
     NLM_F_DUMP_INTR,
     NLMSG_HDRLEN,
@@ -191,17 +191,6 @@ def _accepting_interrupted(chunks: Iterator[memoryview], intr: list[bool]) -> It
         yield out
 
 
-_interrupted_lock = threading.Lock()
-_interrupted: dict[Table, int] = dict.fromkeys(Table, 0)
-_retried: dict[Table, int] = dict.fromkeys(Table, 0)
-
-
-def interrupted_counts() -> tuple[dict[Table, int], dict[Table, int]]:
-    """(dumps retried because interrupted, dumps published although interrupted) per table, since start."""
-    with _interrupted_lock:
-        return dict(_retried), dict(_interrupted)
-
-
 def _dump_retrying(table: Table, keep: list[bytes] | None = None) -> list[SocketTable]:
     for _ in range(INTERRUPTED_RETRIES):
         if keep is not None:
@@ -209,15 +198,13 @@ def _dump_retrying(table: Table, keep: list[bytes] | None = None) -> list[Socket
         try:
             return _dump(table, keep)
         except NetlinkDumpInterrupted:
-            with _interrupted_lock:
-                _retried[table] += 1
+            NETLINK_DUMP_RETRIES.labels(table.value).inc()
     if keep is not None:
         keep.clear()
     intr: list[bool] = []
     result = _dump(table, keep, intr)
     if intr:
-        with _interrupted_lock:
-            _interrupted[table] += 1
+        NETLINK_DUMP_INTERRUPTED.labels(table.value).inc()
         log.warning("%s: netlink dump interrupted %d times in a row (socket table changing fast); publishing "
                     "the last one, which may be off by the sockets that changed", table.name,
                     INTERRUPTED_RETRIES + 1)

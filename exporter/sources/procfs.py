@@ -39,10 +39,8 @@ import socket
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
-from ..model import TCP_STATUS, SocketTable, SourceError, SourceUnavailable, Table
+from ..model import KNOWN_TCP_STATES, SocketTable, SourceError, SourceUnavailable, Table
 
-#: State bytes the kernel can print for TCP; anything else means the line is not what we think.
-_TCP_STATES = bytes(sorted(TCP_STATUS))
 #: /proc/net/unix ``Type`` column (``%04X`` of the socket type) -> index into the returned tables.
 _UNIX_TYPES: dict[bytes, int] = {b"0001": 0, b"0002": 1, b"0005": 2}
 _UNIX_SOCK_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)
@@ -95,8 +93,8 @@ def parse_inet_lines(lines: Iterable[bytes], table: Table, *, path: str | None =
         lineno = min(len(states), len(inodes)) + 2
         reason = "too few fields" if isinstance(exc, IndexError) else f"bad st or inode ({exc})"
         raise ProcParseError(src, lineno, line, reason) from None
-    if table.has_tcp_states and states.translate(None, _TCP_STATES):
-        i = next(i for i, st in enumerate(states) if st not in _TCP_STATES)
+    if table.has_tcp_states and states.translate(None, KNOWN_TCP_STATES):  # a state we cannot name
+        i = next(i for i, st in enumerate(states) if st not in KNOWN_TCP_STATES)
         raise ProcParseError(src, i + 2, b"", f"unknown TCP state {states[i]:#04x}")
     return SocketTable(table, table.sock_types[0], bytes(states), inodes)
 
