@@ -236,7 +236,7 @@ def test_default_address_serves_ipv4_and_ipv6() -> None:
             with socket.socket(family) as s:
                 s.settimeout(5)
                 s.connect((host, port))
-                s.sendall(b"GET /-/healthy HTTP/1.1\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
 
 
