@@ -135,7 +135,7 @@ class ExporterHTTPServer(Transport):
                     return self._reject("auth_busy", keep, head)
                 if not verdict:
                     return await self._unauthorized(conn, keep, head, "invalid")
-        return await self._route(req, keep, head)
+        return await self._route(conn, req, keep, head)
 
     async def _verify(self, verify: Callable[[str, bytes], bool], user: str, password: bytes) -> bool | None:
         """bcrypt on its pool; None past ``auth_timeout``. A client gone while queued costs no bcrypt."""
@@ -176,12 +176,12 @@ class ExporterHTTPServer(Transport):
         self.metrics.rejected_total.labels(reason).inc()
         return text_response(503, _REJECTED[reason], keep_alive=keep, head_only=head), keep
 
-    async def _route(self, req: Request, keep: bool, head: bool) -> Reply:
+    async def _route(self, conn: Conn, req: Request, keep: bool, head: bool) -> Reply:
         path, method = req.path, req.method
         if path == self.telemetry_path:
             if method not in _GET:
                 return _text(405, "method not allowed", keep, head, ("Allow", "GET, HEAD"))
-            if self._scrapes >= self.limits.max_scrapes_in_flight:
+            if self._scrapes >= self.limits.max_scrapes_in_flight // (2 if conn.pipelined else 1):
                 return self._reject("scrape_limit", keep, head)
             return await self._scrape(req, keep, head)
         if path == "/-/reload" and self.on_reload is not None:

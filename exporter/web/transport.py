@@ -34,10 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import resource
 import socket
 import ssl
+import struct
+import termios
 import threading
 from dataclasses import dataclass
 
@@ -89,6 +92,7 @@ class Conn(asyncio.Protocol):
         self.stage, self.pending, self.eof, self.paused, self.closed = HANDSHAKE, False, False, False, False
         self.counted = False  # its disconnect is counted
         self.tls = False
+        self.pipelined = False  # a request had more bytes queued behind it: this client does not wait for answers
         self.buffered = 0  # response bytes not yet taken by the kernel
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -177,6 +181,10 @@ class Conn(asyncio.Protocol):
             self._timer.cancel()
         self.owner.forget(self)
         if self.transport is not None:
+            if abort:  # a reset, not a FIN queued behind answers the client never reads: the kernel frees them now
+                with contextlib.suppress(OSError, AttributeError):
+                    self.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                                      struct.pack("ii", 1, 0))
             self.transport.abort() if abort else self.transport.close()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
@@ -330,10 +338,15 @@ class Transport:
                 return
             if ctx:
                 conn.enter(READ, lim.header_timeout)
+            served = 0
             while not conn.closed:
                 request = await self._read_request(conn)
                 if request is None:
                     return
+                conn.pipelined = conn.pipelined or bool(conn.inbuf)
+                if served:
+                    await self._delivered(conn)
+                served += 1
                 conn.pending = True
                 conn.enter(BUSY)
                 payload, keep = await self.handle(conn, *request)
@@ -379,6 +392,18 @@ class Transport:
                 return None
             await conn.wait()
 
+    async def _delivered(self, conn: Conn) -> None:
+        """Until the client has received the previous answer (the kernel holds none of it unacknowledged).
+
+        A client that reads sends its next request after the answer arrived, and that request carries the
+        ACK: no wait. One that pipelines without reading waits here, in ``write`` and making no progress,
+        so it costs one scrape per connection, not one per request it queued, and is the first evicted."""
+        conn.enter(WRITE, self.limits.write_timeout)
+        delay = 0.002
+        while _unacked(conn) > 0:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
     async def _send(self, conn: Conn, payload: bytes) -> None:
         """Write ``payload``, a piece at a time, each once the kernel took the one before."""
         conn.enter(WRITE, self.limits.write_timeout)
@@ -397,6 +422,18 @@ class Transport:
             conn.buffered -= taken
             self._buffered -= taken
             conn.progress()
+
+
+def _unacked(conn: Conn) -> int:
+    """Bytes of answers not yet acknowledged by the client: in asyncio's buffer or the kernel's (SIOCOUTQ)."""
+    if conn.transport is None or conn.closed:
+        return 0
+    try:
+        fd = conn.transport.get_extra_info("socket").fileno()
+        queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, AttributeError):
+        return 0
+    return int(queued) + conn.transport.get_write_buffer_size()
 
 
 def _raise_fd_limit(want: int) -> int:
