@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -107,12 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     log.info("socket_exporter %s serving %s on %s (kinds %s, source %s)", __version__,
              config.telemetry_path, config.listen_address, ",".join(config.kinds), config.source)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())  # scrapes in flight finish, within a grace period
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    if server.abandoned:  # a thread stuck in a collection must not hold the exit past the grace period
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

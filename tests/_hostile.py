@@ -9,6 +9,7 @@ that pipeline requests and never read, and a scraper that records each answer.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -92,6 +93,32 @@ for i in range(count):
         out.append([repr(e), time.monotonic() - start, ""])
 print(json.dumps(out))
 """
+
+
+# Sends raw bytes (optionally half-closing after them), reads until the server closes or `wait` s pass.
+RAW = r"""
+import base64, json, socket, sys, time
+port, data, half_close, wait = int(sys.argv[1]), base64.b64decode(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
+start, chunks = time.monotonic(), []
+with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+    s.sendall(data)
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    try:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    except (TimeoutError, ConnectionResetError) as exc:
+        chunks.append(f"<{type(exc).__name__}>".encode())
+print(json.dumps([base64.b64encode(b"".join(chunks)).decode(), time.monotonic() - start]))
+"""
+
+
+def raw(ns: Netns, data: bytes, *, half_close: bool = False, wait: float = 15.0) -> tuple[bytes, float]:
+    """Raw bytes to the server in ``ns``: (everything it answered until it closed, seconds that took)."""
+    proc = ns.run([sys.executable, "-c", RAW, str(PORT), base64.b64encode(data).decode(), str(int(half_close)),
+                   str(wait)], timeout=wait + 30)
+    answer, seconds = json.loads(proc.stdout)
+    return base64.b64decode(answer), seconds
 
 
 def busy_procfs(root: Path, owners: int = 120, per_owner: int = 8) -> Path:

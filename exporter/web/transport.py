@@ -207,6 +207,7 @@ class Transport:
         self._per_host: dict[str, int] = {}
         self._buffered = 0
         self._stopping = False
+        self.abandoned = 0  # requests still in flight when the shutdown grace ran out
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._loop_thread: int | None = None
@@ -268,10 +269,11 @@ class Transport:
         in_flight, deadline = len(self.conns), loop.time() + self.limits.shutdown_grace
         while self.conns and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        abandoned = len(self.conns)
+        self.abandoned = len(self.conns)
         for conn in list(self.conns):
             conn.close(abort=True)
-        log.info("stopped serving: %d requests in flight finished, %d abandoned", in_flight - abandoned, abandoned)
+        log.info("stopped serving: %d requests in flight finished, %d abandoned after %.0f s",
+                 in_flight - self.abandoned, self.abandoned, self.limits.shutdown_grace)
 
     # -- admission and eviction ------------------------------------------------------------------------
     async def _accept(self) -> None:
