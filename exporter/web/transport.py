@@ -84,14 +84,15 @@ class ServerLimits:
 class Conn(asyncio.Protocol):
     """One client connection (loop thread only): the asyncio protocol plus its stage and buffers."""
 
-    def __init__(self, owner: Transport, host: str, peer: str) -> None:
-        self.owner, self.host, self.peer = owner, host, peer
+    def __init__(self, owner: Transport, sock: socket.socket, host: str, peer: str) -> None:
+        self.owner, self.sock, self.host, self.peer = owner, sock, host, peer
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.inbuf = bytearray()
         self.stage, self.pending, self.eof, self.paused, self.closed = HANDSHAKE, False, False, False, False
         self.counted = False  # its disconnect is counted
         self.tls = False
+        self.started = False  # its task began: from then on asyncio owns the socket
         self.pipelined = False  # a request had more bytes queued behind it: this client does not wait for answers
         self.buffered = 0  # response bytes not yet taken by the kernel
         self._waiter: asyncio.Future[None] | None = None
@@ -102,8 +103,6 @@ class Conn(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=CHUNK)  # pause_writing past one piece (TLS's default is 512 KiB)
-        with contextlib.suppress(OSError, AttributeError):
-            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         self.inbuf += data
@@ -164,7 +163,7 @@ class Conn(asyncio.Protocol):
         if self.stage in _TIMEOUT_STAGE:
             self.owner.metrics.timeouts_total.labels(_TIMEOUT_STAGE[self.stage]).inc()
         log.debug("closing %s: timed out in stage %s", self.peer, self.stage)
-        self.close(abort=True)
+        self.close(abort=True, reset=_unacked(self) > 0)
 
     def gone(self, why: object) -> None:
         """The peer closed or reset; counted once if it left a request unanswered."""
@@ -173,19 +172,21 @@ class Conn(asyncio.Protocol):
             self.owner.metrics.disconnects_total.inc()
             log.debug("client %s went away mid-request: %s", self.peer, why)
 
-    def close(self, *, abort: bool) -> None:
+    def close(self, *, abort: bool, reset: bool = False) -> None:
+        """Close; ``abort`` drops what is unsent, ``reset`` sends a RST rather than a FIN."""
         if self.closed:
             return
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
         self.owner.forget(self)
+        if reset:  # not a FIN queued behind answers the client never reads: the kernel frees them now
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         if self.transport is not None:
-            if abort:  # a reset, not a FIN queued behind answers the client never reads: the kernel frees them now
-                with contextlib.suppress(OSError, AttributeError):
-                    self.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                                      struct.pack("ii", 1, 0))
             self.transport.abort() if abort else self.transport.close()
+        elif self.task is not None and not self.started:
+            self.sock.close()  # a task cancelled before it ran never reaches its finally
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         self.wake()
@@ -293,7 +294,9 @@ class Transport:
         if (full_host and not self._evict(host)) or (len(self.conns) >= self.max_connections and not self._evict()):
             sock.close()
             return
-        conn = Conn(self, host, peer)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Conn(self, sock, host, peer)
         self.conns[conn] = None
         self._per_host[host] = self._per_host.get(host, 0) + 1
         conn.task = asyncio.get_running_loop().create_task(self._serve(conn, sock))
@@ -307,7 +310,7 @@ class Transport:
                 continue
             self.metrics.evicted_total.inc()
             log.debug("evicting %s (stage %s)", conn.peer, conn.stage)
-            conn.close(abort=True)
+            conn.close(abort=True, reset=_unacked(conn) > 0)
             return True
         return False
 
@@ -323,6 +326,7 @@ class Transport:
 
     # -- one connection ----------------------------------------------------------------------------------
     async def _serve(self, conn: Conn, sock: socket.socket) -> None:
+        conn.started = True
         lim, loop = self.limits, asyncio.get_running_loop()
         ctx = self.tls_context()
         conn.tls = ctx is not None
@@ -431,9 +435,8 @@ def _unacked(conn: Conn) -> int:
     if conn.transport is None or conn.closed:
         return 0
     try:
-        fd = conn.transport.get_extra_info("socket").fileno()
-        queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-    except (OSError, AttributeError):
+        queued = struct.unpack("i", fcntl.ioctl(conn.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
         return 0
     return int(queued) + conn.transport.get_write_buffer_size()
 
