@@ -44,9 +44,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from ..version import __version__
 from .auth import parse_basic
 from .config import WebConfig
+from .connection import BUSY, HELD, Conn, ServerLimits
 from .metrics import ServerMetrics
 from .protocol import Request, response, text_response
-from .transport import BUSY, HELD, Conn, ServerLimits, Transport
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
