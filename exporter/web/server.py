@@ -1,28 +1,23 @@
 """The scrape endpoint: telemetry path, landing page at /, /-/healthy and POST /-/reload.
 
-Why not client_python's ``start_http_server``: it spawns a thread per request without limit, listens
-with a backlog of 5, and with TLS one client that stops mid-handshake stalls every scrape. Sockets
-live on one asyncio event loop (exporter/web/transport.py); threads only compute, each kind in its
-own bounded pool, so no kind of traffic can take another's threads:
+Why not client_python's ``start_http_server``: a thread per request without limit, a backlog of 5, and
+with TLS one client that never sends its ClientHello stalls every scrape. Sockets live on one asyncio
+loop (exporter/web/transport.py); threads only compute, each kind in its own bounded pool:
 
-* **Scrapes** run on a fixed pool of ``max_scrapes_in_flight + 1`` threads (the +1 is for a reload).
-  At most ``max_scrapes_in_flight`` scrapes run at once; one more is answered 503 at once (counted in
-  ``socket_exporter_http_requests_rejected_total{reason="scrape_limit"}``), since queueing it would
-  only make it late for its scraper. Concurrent scrapes share one collection (exporter/collection.py
-  ``SharedCollection``). The exposition is negotiated as client_python does (its ``choose_encoder``
-  and ``gzip_accepted``): OpenMetrics to a client whose Accept asks for it, otherwise the 0.0.4 text,
-  labelled ``version=0.0.4`` whatever the client asked (Prometheus before 3.x refuses ``1.0.0``).
-* **X-Prometheus-Scrape-Timeout-Seconds** (minus ``scrape_timeout_offset``) bounds how long a scrape
-  waits for the shared collection: past it the answer is 503 (``reason="scrape_timeout"``) while
-  Prometheus still listens. The abandoned render still counts as in flight until it finishes, so
-  slow collections cannot pile up threads.
-* **bcrypt** runs on its own pool (``auth_workers`` threads, ``max_auth_pending`` checks queued;
-  beyond: 503 ``auth_busy``), never on the loop or a scrape thread, and credentials that already
-  succeeded skip it (exporter/web/auth.py), so a flood of wrong passwords burns at most
-  ``auth_workers`` cores. Every 401 and auth_busy 503 is held back ``auth_failure_delay`` (no thread
-  held, and the connection stays evictable), so a guessing client cannot spin on instant refusals.
-* **Reload** (``on_reload``, wired by exporter/cli.py) runs one at a time on the scrape pool's spare
-  thread; a second concurrent POST gets 503 ``reload_busy``. Without ``on_reload``, 404.
+* **Scrapes**: ``max_scrapes_in_flight`` at once on a pool of that many + 1 threads (the +1 is for a
+  reload), half of them for a client that pipelines; one more is a 503 ``scrape_limit`` at once, since
+  queueing would only make it late. Concurrent scrapes share one collection (``SharedCollection``). The
+  exposition is negotiated with client_python's ``choose_encoder`` and ``gzip_accepted``: OpenMetrics
+  when Accept asks for it, else the text format labelled ``version=0.0.4`` (Prometheus before 3.x
+  refuses ``1.0.0``). X-Prometheus-Scrape-Timeout-Seconds less ``scrape_timeout_offset`` bounds the wait
+  for the collection (503 ``scrape_timeout`` while Prometheus still listens); the abandoned render
+  still counts as in flight until it ends, so slow collections cannot pile up threads.
+* **bcrypt** on its own pool (``auth_workers`` threads, ``max_auth_pending`` queued, beyond: 503
+  ``auth_busy``); credentials that already succeeded skip it (exporter/web/auth.py). Every 401 and
+  auth_busy 503 is held back ``auth_failure_delay`` in the evictable ``held`` stage, holding no thread,
+  so a guessing client cannot spin on instant refusals.
+* **Reload** (``on_reload``) one at a time on the scrape pool's spare thread; a second POST gets 503
+  ``reload_busy``. Without ``on_reload`` (no ``--web.enable-lifecycle``), 404.
 
 Basic auth, when configured, guards every path, as exporter-toolkit does.
 """
