@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest, gzip_accepted
+from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 
 from ..version import __version__
 from .auth import parse_basic
@@ -46,7 +46,7 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE_TEXT = CONTENT_TYPE_PLAIN_0_0_4
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes, in every release
 SCRAPE_TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"
 GZIP_LEVEL = 6  # client_golang's default; 9 (gzip.compress's) costs far more CPU for a few % of bytes
 _GET = ("GET", "HEAD")
