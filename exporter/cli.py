@@ -15,6 +15,8 @@ a starting exporter.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -160,12 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     reload_on_sighup(reloader)  # once the server can take a new web config; SIGHUP was held till now
     log.info("socket_exporter %s serving %s on %s (kinds %s, source %s)", __version__,
              config.telemetry_path, config.listen_address, ",".join(config.kinds), config.source)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())  # scrapes in flight finish, within a grace period
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    if server.abandoned:  # a thread stuck in a collection must not hold the exit past the grace period
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

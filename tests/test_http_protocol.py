@@ -32,10 +32,10 @@ def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (b"NONSENSE\r\n\r\n", 400),
     (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
-    (b"POST /-/reload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"POST /-/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
     (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
     (b"GET /metrics HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", 400),
-    (b"POST /-/reload HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n", 413),
+    (b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\n", 413),
 ])
 def test_malformed_requests_are_refused_and_closed(request_bytes: bytes, status: int) -> None:
     with serving(new_server()) as server:
@@ -79,6 +79,6 @@ def test_garbage_cannot_break_the_server(caplog: pytest.LogCaptureFixture) -> No
 
 def test_keep_alive_and_pipelining() -> None:
     with serving(new_server()) as server:
-        answer = raw(server.server_address[1], b"GET /-/healthy HTTP/1.1\r\n\r\n" * 3
-                     + b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        answer = raw(server.server_address[1], b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 3
+                     + b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert answer.count(b"HTTP/1.1 200 OK") == 4

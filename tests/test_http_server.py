@@ -236,7 +236,7 @@ def test_default_address_serves_ipv4_and_ipv6() -> None:
             with socket.socket(family) as s:
                 s.settimeout(5)
                 s.connect((host, port))
-                s.sendall(b"GET /-/healthy HTTP/1.1\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
 
 
@@ -250,4 +250,26 @@ def test_connection_cap_evicts_the_oldest_idle_connection() -> None:
             assert idle[0].recv(1) == b""  # the oldest went first
         finally:
             for s in idle:
+                s.close()
+
+
+def test_one_address_cannot_take_the_slots_of_another() -> None:
+    """At its per-client cap an address loses its own stalest connection, never another client's."""
+    limits = ServerLimits(max_connections=50, max_connections_per_client=20)
+    with serving(new_server(limits=limits)) as server:
+        port = server.server_address[1]
+        other = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) for _ in range(10)]
+        flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        try:
+            wait_for(lambda: server.stats.evicted >= 20)
+            assert Client(port).get()[0] == 200  # a newcomer from the flooding address still gets in
+            assert server.open_connections <= 30
+            for s in other:  # still open: nothing to read, and no end of stream
+                s.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    s.recv(1)
+            flood[0].settimeout(5)
+            assert flood[0].recv(1) == b""  # the flood's oldest went first
+        finally:
+            for s in other + flood:
                 s.close()

@@ -6,6 +6,7 @@ Certificates are made per test session (tests/_certs.py); hashes with bcrypt at 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import statistics
@@ -72,6 +73,9 @@ def test_tls_scrape_and_plain_http_refused(tmp_path: Path, pki: Pki) -> None:
             except ConnectionResetError:
                 answer = b""
             assert b"HTTP/1.1 200" not in answer
+        deadline = time.monotonic() + 5  # counted by the loop once the handshake failed, maybe just after the close
+        while server.stats.tls_errors < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.stats.tls_errors == 1
 
 
@@ -257,3 +261,32 @@ def test_large_response_to_a_slow_tls_reader(tmp_path: Path, pki: Pki) -> None:
         length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.startswith(b"Content-Length")))
         assert len(body) == length > 1_000_000
         assert b'big{i="59999"} 59999.0\n' in body and body.endswith(b"socket_exporter_http_scrapes_in_flight 1.0\n")
+
+
+def test_stalled_handshakes_are_evicted_at_the_cap(tmp_path: Path, pki: Pki) -> None:
+    """Connections still in their TLS handshake are in the eviction order like any other."""
+    config = load_web_config(str(web_config(tmp_path, pki)))
+    with serving(new_server(web_config=config, limits=ServerLimits(max_connections=10))) as server:
+        port = server.server_address[1]
+        stalled = []
+        for _ in range(10):
+            tls = ssl.create_default_context(cafile=str(pki.ca)).wrap_bio(
+                ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="127.0.0.1")
+            with pytest.raises(ssl.SSLWantReadError):
+                tls.do_handshake()
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(outgoing.read())  # the ClientHello; nothing more
+            stalled.append(s)
+        try:
+            deadline = time.monotonic() + 5
+            while server.open_connections < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert Client(port, ca=pki.ca).get()[0] == 200
+            assert server.stats.evicted >= 1 and server.stats.tls_errors == 0
+            stalled[0].settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                while stalled[0].recv(65536):  # the ServerHello, then the end: the oldest went first
+                    pass
+        finally:
+            for s in stalled:
+                s.close()

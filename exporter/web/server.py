@@ -1,87 +1,86 @@
 """The scrape endpoint: telemetry path, landing page at /, /-/healthy and POST /-/reload.
 
-Why not client_python's ``start_http_server``: it spawns a thread per request without limit, listens
-with a backlog of 5, and with TLS one client that stops mid-handshake stalls every scrape. This server
-keeps socket I/O on one event loop (exporter/web/loop.py, exporter/web/conn.py) and uses threads
-only to compute, each kind in its own bounded pool, so no kind of traffic can take another's threads:
+Why not client_python's ``start_http_server``: a thread per request without limit, a backlog of 5, and
+with TLS one client that never sends its ClientHello stalls every scrape. Sockets live on one asyncio
+loop (exporter/web/transport.py); threads only compute, each kind in its own bounded pool:
 
-* **Scrapes** run on a fixed pool of ``max_scrapes_in_flight + 1`` threads (the +1 is for a reload).
-  At most ``max_scrapes_in_flight`` scrapes run at once; one more is answered 503 by the loop at once,
-  counted in ``socket_exporter_http_requests_rejected_total{reason="scrape_limit"}``, since queueing
-  it would only make it late for its scraper. Concurrent scrapes share one collection
-  (exporter/collection.py ``SharedCollection``).
-* **X-Prometheus-Scrape-Timeout-Seconds** (minus ``scrape_timeout_offset``) bounds how long a scrape
-  waits for the shared collection: past it the loop answers 503 (``reason="scrape_timeout"``) while
-  Prometheus is still listening, instead of Prometheus timing out on its own. The abandoned render
-  still counts as in flight until it finishes, so slow collections cannot pile up threads.
-* **bcrypt** runs on its own pool (``auth_workers`` threads, ``max_auth_pending`` checks queued;
-  beyond: 503 ``auth_busy``), never on the loop or a scrape thread, and credentials that already
-  succeeded skip it (exporter/web/auth.py), so a flood of wrong passwords burns at most
-  ``auth_workers`` cores and cannot delay a scrape with good credentials. Every 401 and auth_busy 503
-  is held back ``auth_failure_delay`` (no thread held), so a guessing client cannot spin on instant
-  refusals and keep the event loop busy.
-* **Reload** (``on_reload``, wired by exporter/cli.py) runs one at a time on the scrape pool's spare
-  thread; a second concurrent POST gets 503 ``reload_busy``.
+* **Scrapes**: ``max_scrapes_in_flight`` at once on a pool of that many + 1 threads (the +1 is for a
+  reload), half of them for a client that pipelines; one more is a 503 ``scrape_limit`` at once, since
+  queueing would only make it late. Concurrent scrapes share one collection (``SharedCollection``). The
+  exposition is negotiated with client_python's ``choose_encoder`` and ``gzip_accepted``: OpenMetrics
+  when Accept asks for it, else the text format labelled ``version=0.0.4`` (Prometheus before 3.x
+  refuses ``1.0.0``). X-Prometheus-Scrape-Timeout-Seconds less ``scrape_timeout_offset`` bounds the wait
+  for the collection (503 ``scrape_timeout`` while Prometheus still listens); the abandoned render
+  still counts as in flight until it ends, so slow collections cannot pile up threads.
+* **bcrypt** on its own pool (``auth_workers`` threads, ``max_auth_pending`` queued, beyond: 503
+  ``auth_busy``); credentials that already succeeded skip it (exporter/web/auth.py). Every 401 and
+  auth_busy 503 is held back ``auth_failure_delay`` in the evictable ``held`` stage, holding no thread,
+  so a guessing client cannot spin on instant refusals.
+* **Reload** (``on_reload``) one at a time on the scrape pool's spare thread; a second POST gets 503
+  ``reload_busy``. Without ``on_reload`` (no ``--web.enable-lifecycle``), 404.
 
-Basic auth, when configured, guards every path, as exporter-toolkit does. The server's own counters
-are a separate Collector (exporter/web/metrics.py) registered on the scrape registry.
+Basic auth, when configured, guards every path, as exporter-toolkit does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import html
 import logging
 import math
 import ssl
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 
 from ..version import __version__
-from .auth import BasicAuth, parse_basic
+from .auth import parse_basic
 from .config import WebConfig
-from .conn import BUSY, Conn, ServerLimits
-from .loop import EventLoopServer
-from .metrics import ServerMetricsCollector, ServerStats
+from .connection import BUSY, HELD, Conn, ServerLimits
+from .metrics import ServerMetrics
 from .protocol import Request, response, text_response
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-# generate_latest() writes the classic text format; newer client_python labels it "version=1.0.0",
-# which Prometheus releases before 3.x (Debian's 2.42 among them) do not know.
-CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes, in every release
 SCRAPE_TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"
+GZIP_LEVEL = 6  # client_golang's default; 9 (gzip.compress's) costs far more CPU for a few % of bytes
 _GET = ("GET", "HEAD")
 _REJECTED = {"scrape_limit": "too many scrapes in flight; try again",
              "scrape_timeout": "collection did not finish within the scrape timeout",
              "auth_busy": "too many password checks pending; try again",
              "reload_busy": "a reload is already running"}
+_CHALLENGE = (("WWW-Authenticate", 'Basic realm="socket_exporter", charset="UTF-8"'),)
 
 __all__ = ["CONTENT_TYPE_TEXT", "ExporterHTTPServer", "ServerLimits"]
+Reply = tuple[bytes, bool]
 
 
-class ExporterHTTPServer(EventLoopServer):
+class ExporterHTTPServer(Transport):
     """Serves ``registry`` at ``telemetry_path``; see the module docstring for the bounds.
 
-    The socketserver-like API exporter/cli.py uses: ``serve_forever()``, ``shutdown()`` (from another thread
-    or a signal handler), ``server_close()``, ``server_address``. ``web_config`` and ``registry`` may
-    be replaced while serving (a reload): new connections and requests use the new ones.
+    The socketserver-like API exporter/cli.py uses: ``serve_forever()`` (the event loop runs on the
+    calling thread), ``shutdown()`` (from another thread or a signal handler), ``server_close()``,
+    ``server_address``. ``web_config`` and ``registry`` may be replaced while serving (a reload): new
+    connections and requests use the new ones.
     """
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry, telemetry_path: str, *,
                  web_config: WebConfig | None = None, on_reload: Callable[[], tuple[bool, str]] | None = None,
                  limits: ServerLimits | None = None) -> None:
         limits = limits or ServerLimits()
-        super().__init__(address, limits, ServerStats())
-        self.web_config = web_config or WebConfig()
-        self.telemetry_path, self.on_reload = telemetry_path, on_reload
         self._scrapes = self._auth_pending = 0  # loop-thread state: no lock needed
         self._reloading = False
+        super().__init__(address, limits, ServerMetrics(lambda: self.open_connections, lambda: self._scrapes))
+        self.stats = self.metrics  # the counters, by their old name
+        self.web_config = web_config or WebConfig()
+        self.telemetry_path, self.on_reload = telemetry_path, on_reload
         self._workers = ThreadPoolExecutor(limits.max_scrapes_in_flight + 1, thread_name_prefix="scrape")
         self._bcrypt = ThreadPoolExecutor(limits.auth_workers, thread_name_prefix="bcrypt")
-        self._metrics = ServerMetricsCollector(self.stats, lambda: self.open_connections, lambda: self._scrapes)
         self._registry: CollectorRegistry | None = None
         self.registry = registry
         tls, auth = self.web_config.tls, self.web_config.auth
@@ -100,10 +99,10 @@ class ExporterHTTPServer(EventLoopServer):
         """Swap the scrape registry, taking the server's own metrics along."""
         if registry is self._registry:
             return
-        registry.register(self._metrics)
+        registry.register(self.metrics)
         old, self._registry = self._registry, registry
         if old is not None:
-            old.unregister(self._metrics)
+            old.unregister(self.metrics)
 
     def tls_context(self) -> ssl.SSLContext | None:
         tls = self.web_config.tls
@@ -115,97 +114,89 @@ class ExporterHTTPServer(EventLoopServer):
         self._bcrypt.shutdown(wait=False, cancel_futures=True)
 
     # -- admission: auth, then route (loop thread) ------------------------------------------------
-    def handle_request(self, conn: Conn, req: Request, body: bytes) -> None:
+    async def handle(self, conn: Conn, req: Request, body: bytes) -> Reply:
+        keep, head = req.keep_alive, req.method == "HEAD"
         auth = self.web_config.auth
-        if auth is None:
-            self._route(conn, req)
-            return
-        creds = parse_basic(req.headers.get("authorization"))
-        if creds is None:
-            self._unauthorized(conn, req, "missing")
-        elif auth.cached(*creds):
-            self._route(conn, req)
-        elif self._auth_pending >= self.limits.max_auth_pending:
-            self.stats.reject("auth_busy")
-            self.hold(conn, text_response(503, _REJECTED["auth_busy"], keep_alive=conn.keep_alive,
-                                          head_only=req.method == "HEAD"), self.limits.auth_failure_delay)
-        else:
-            self._auth_pending += 1
-            conn.busy_reason, conn.deadline = "auth_busy", time.monotonic() + self.limits.auth_timeout
-            self._bcrypt.submit(self._verify, auth, creds, conn, conn.token, req)
+        if auth is not None:
+            creds = parse_basic(req.headers.get("authorization"))
+            if creds is None:
+                return await self._unauthorized(conn, keep, head, "missing")
+            if not auth.cached(*creds):
+                if self._auth_pending >= self.limits.max_auth_pending:
+                    self.metrics.rejected_total.labels("auth_busy").inc()
+                    return await self._held(conn, text_response(503, _REJECTED["auth_busy"], keep_alive=keep,
+                                                                head_only=head), keep)
+                verdict = await self._verify(auth.verify, *creds)
+                if verdict is None:
+                    return self._reject("auth_busy", keep, head)
+                if not verdict:
+                    return await self._unauthorized(conn, keep, head, "invalid")
+        return await self._route(conn, req, keep, head)
 
-    def _verify(self, auth: BasicAuth, creds: tuple[str, bytes], conn: Conn, token: int, req: Request) -> None:
-        """bcrypt pool: check, then hand the verdict back to the loop."""
-        ok = False
+    async def _verify(self, verify: Callable[[str, bytes], bool], user: str, password: bytes) -> bool | None:
+        """bcrypt on its pool; None past ``auth_timeout``. A client gone while queued costs no bcrypt."""
+        self._auth_pending += 1
+        future = asyncio.get_running_loop().run_in_executor(self._bcrypt, verify, user, password)
+        future.add_done_callback(self._verified)
         try:
-            # The token is only read here (a stale read merely wastes one check): a client that left or
-            # timed out while queued costs no bcrypt.
-            ok = conn.token == token and auth.verify(*creds)
+            done, _ = await asyncio.wait({future}, timeout=self.limits.auth_timeout)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        if not done:
+            return None
+        try:
+            return bool(future.result())
         except Exception:
             log.exception("password check failed")
-        finally:
-            self.call_soon(lambda: self._verified(conn, token, req, ok))
+            return False
 
-    def _verified(self, conn: Conn, token: int, req: Request, ok: bool) -> None:
+    def _verified(self, _: object) -> None:
         self._auth_pending -= 1
-        if conn.token != token or conn.state != BUSY:
-            return
-        if ok:
-            self._route(conn, req)
-        else:
-            self._unauthorized(conn, req, "invalid")
 
-    def _unauthorized(self, conn: Conn, req: Request, reason: str) -> None:
-        """401, held back ``auth_failure_delay``: without the delay a guessing client gets an answer per
-        round trip, and a few dozen of them keep the event loop (and through the GIL, the collection)
-        too busy for Prometheus; with it each connection is slowed to a couple of guesses a second."""
-        self.stats.auth_failure(reason)
-        payload = text_response(401, "unauthorized", keep_alive=conn.keep_alive, head_only=req.method == "HEAD",
-                                extra=(("WWW-Authenticate", 'Basic realm="socket_exporter", charset="UTF-8"'),))
-        self.hold(conn, payload, self.limits.auth_failure_delay)
+    async def _held(self, conn: Conn, payload: bytes, keep: bool) -> Reply:
+        """``payload`` after ``auth_failure_delay``: without the delay a guessing client gets an answer per
+        round trip, and a few dozen of them keep the loop (and through the GIL, the collection) too busy
+        for Prometheus. The connection waits in the evictable ``held`` stage, holding no thread."""
+        conn.enter(HELD)
+        await asyncio.sleep(self.limits.auth_failure_delay)
+        conn.enter(BUSY)
+        return payload, keep
 
-    def _reject(self, conn: Conn, req: Request, reason: str) -> None:
-        self.stats.reject(reason)
-        self.reply(conn, 503, _REJECTED[reason], head_only=req.method == "HEAD")
+    async def _unauthorized(self, conn: Conn, keep: bool, head: bool, reason: str) -> Reply:
+        self.metrics.auth_failures_total.labels(reason).inc()
+        payload = text_response(401, "unauthorized", keep_alive=keep, head_only=head, extra=_CHALLENGE)
+        return await self._held(conn, payload, keep)
 
-    def on_busy_timeout(self, conn: Conn) -> None:
-        self.stats.reject(conn.busy_reason)
-        self.reply(conn, 503, _REJECTED[conn.busy_reason])
+    def _reject(self, reason: str, keep: bool, head: bool) -> Reply:
+        self.metrics.rejected_total.labels(reason).inc()
+        return text_response(503, _REJECTED[reason], keep_alive=keep, head_only=head), keep
 
-    def _route(self, conn: Conn, req: Request) -> None:
-        path, method, head = req.path, req.method, req.method == "HEAD"
+    async def _route(self, conn: Conn, req: Request, keep: bool, head: bool) -> Reply:
+        path, method = req.path, req.method
         if path == self.telemetry_path:
             if method not in _GET:
-                self.reply(conn, 405, "method not allowed", head_only=head, extra=(("Allow", "GET, HEAD"),))
-            elif self._scrapes >= self.limits.max_scrapes_in_flight:
-                self._reject(conn, req, "scrape_limit")
-            else:
-                self._scrapes += 1
-                budget = self.scrape_budget(req.headers.get(SCRAPE_TIMEOUT_HEADER))
-                conn.busy_reason, conn.deadline = "scrape_timeout", time.monotonic() + budget
-                self._workers.submit(self._scrape, conn, conn.token, head, conn.keep_alive)
-        elif path == "/-/reload" and self.on_reload is not None:
+                return _text(405, "method not allowed", keep, head, ("Allow", "GET, HEAD"))
+            if self._scrapes >= self.limits.max_scrapes_in_flight // (2 if conn.pipelined else 1):
+                return self._reject("scrape_limit", keep, head)
+            return await self._scrape(req, keep, head)
+        if path == "/-/reload" and self.on_reload is not None:
             if method != "POST":
-                self.reply(conn, 405, "use POST", head_only=head, extra=(("Allow", "POST"),))
-            elif self._reloading:
-                self._reject(conn, req, "reload_busy")
-            else:
-                self._reloading = True
-                self._workers.submit(self._reload, self.on_reload, conn, conn.token, conn.keep_alive)
-        elif path not in ("/", "/-/healthy"):
-            self.reply(conn, 404, "not found", head_only=head)
-        elif method not in _GET:
-            self.reply(conn, 405, "method not allowed", head_only=head, extra=(("Allow", "GET, HEAD"),))
-        elif path == "/-/healthy":
-            self.reply(conn, 200, "OK", head_only=head)
-        else:
-            link = html.escape(self.telemetry_path)
-            page = (f"<html><head><title>socket_exporter</title></head><body><h1>socket_exporter</h1>"
-                    f"<p>Version {html.escape(__version__)}</p><p><a href=\"{link}\">Metrics</a></p>"
-                    f"<p><a href=\"/-/healthy\">Health</a></p></body></html>\n")
-            keep = conn.keep_alive
-            self.respond(conn, response(200, page.encode(), "text/html; charset=utf-8", keep_alive=keep,
-                                        head_only=head), keep)
+                return _text(405, "use POST", keep, head, ("Allow", "POST"))
+            if self._reloading:
+                return self._reject("reload_busy", keep, head)
+            return await self._reload(self.on_reload, keep)
+        if path not in ("/", "/-/healthy"):
+            return _text(404, "not found", keep, head)
+        if method not in _GET:
+            return _text(405, "method not allowed", keep, head, ("Allow", "GET, HEAD"))
+        if path == "/-/healthy":
+            return _text(200, "OK", keep, head)
+        link = html.escape(self.telemetry_path)
+        page = (f"<html><head><title>socket_exporter</title></head><body><h1>socket_exporter</h1>"
+                f"<p>Version {html.escape(__version__)}</p><p><a href=\"{link}\">Metrics</a></p>"
+                f"<p><a href=\"/-/healthy\">Health</a></p></body></html>\n")
+        return response(200, page.encode(), "text/html; charset=utf-8", keep_alive=keep, head_only=head), keep
 
     def scrape_budget(self, header: str | None) -> float:
         """Seconds a scrape may wait: the scraper's timeout less an offset, so the 503 reaches it in time."""
@@ -219,36 +210,55 @@ class ExporterHTTPServer(EventLoopServer):
         timeout = min(timeout, limits.max_scrape_timeout)
         return max(timeout - limits.scrape_timeout_offset, timeout / 2)
 
-    # -- worker threads: compute, then hand the bytes to the loop ----------------------------------
-    def _scrape(self, conn: Conn, token: int, head: bool, keep: bool) -> None:
-        payload = b""
-        try:
-            payload = response(200, generate_latest(self.registry), CONTENT_TYPE_TEXT, keep_alive=keep,
-                               head_only=head)
-        except Exception:
-            log.exception("scrape failed")
-            payload = text_response(500, "scrape failed; see the exporter's log", keep_alive=keep, head_only=head)
-        finally:
-            self.call_soon(lambda: self._scraped(conn, token, payload, keep))
+    async def _scrape(self, req: Request, keep: bool, head: bool) -> Reply:
+        self._scrapes += 1
+        future = asyncio.get_running_loop().run_in_executor(
+            self._workers, render, self.registry, req.headers.get("accept", ""),
+            req.headers.get("accept-encoding", ""), keep, head)
+        future.add_done_callback(self._scraped)
+        done, _ = await asyncio.wait({future}, timeout=self.scrape_budget(req.headers.get(SCRAPE_TIMEOUT_HEADER)))
+        if not done:
+            return self._reject("scrape_timeout", keep, head)
+        return future.result(), keep
 
-    def _scraped(self, conn: Conn, token: int, payload: bytes, keep: bool) -> None:
+    def _scraped(self, _: object) -> None:
         self._scrapes -= 1
-        if conn.token == token and conn.state == BUSY:
-            self.respond(conn, payload, keep)
 
-    def _reload(self, on_reload: Callable[[], tuple[bool, str]], conn: Conn, token: int, keep: bool) -> None:
-        ok, message = False, "reload failed"
-        try:
-            ok, message = on_reload()
-        except Exception as exc:
-            log.exception("reload failed")
-            message = f"reload failed: {exc}"
-        finally:
-            line = (str(message).strip().splitlines() or [""])[0]
-            payload = text_response(200 if ok else 500, line, keep_alive=keep)
-            self.call_soon(lambda: self._reloaded(conn, token, payload, keep))
+    async def _reload(self, on_reload: Callable[[], tuple[bool, str]], keep: bool) -> Reply:
+        self._reloading = True
+        future = asyncio.get_running_loop().run_in_executor(self._workers, _reload, on_reload)
+        future.add_done_callback(self._reloaded)
+        ok, message = await asyncio.shield(future)
+        return text_response(200 if ok else 500, message, keep_alive=keep), keep
 
-    def _reloaded(self, conn: Conn, token: int, payload: bytes, keep: bool) -> None:
+    def _reloaded(self, _: object) -> None:
         self._reloading = False
-        if conn.token == token and conn.state == BUSY:
-            self.respond(conn, payload, keep)
+
+
+def render(registry: CollectorRegistry, accept: str, accept_encoding: str, keep: bool, head: bool) -> bytes:
+    """The scrape response (a worker thread): negotiated as client_python does, 500 if collecting fails."""
+    try:
+        encoder, content_type = choose_encoder(accept)
+        if not content_type.startswith("application/openmetrics-text"):
+            encoder, content_type = generate_latest, CONTENT_TYPE_TEXT
+        body, extra = encoder(registry), [("Vary", "Accept, Accept-Encoding")]
+        if gzip_accepted(accept_encoding):
+            body = gzip.compress(body, GZIP_LEVEL)
+            extra.append(("Content-Encoding", "gzip"))
+        return response(200, body, content_type, keep_alive=keep, head_only=head, extra=tuple(extra))
+    except Exception:
+        log.exception("scrape failed")
+        return text_response(500, "scrape failed; see the exporter's log", keep_alive=keep, head_only=head)
+
+
+def _reload(on_reload: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+    try:
+        ok, message = on_reload()
+    except Exception as exc:
+        log.exception("reload failed")
+        ok, message = False, f"reload failed: {exc}"
+    return ok, (str(message).strip().splitlines() or [""])[0]
+
+
+def _text(status: int, message: str, keep: bool, head: bool, *extra: tuple[str, str]) -> Reply:
+    return text_response(status, message, keep_alive=keep, head_only=head, extra=extra), keep

@@ -1,0 +1,260 @@
+"""Client connections on asyncio: TLS, per-phase deadlines, flow control, and nobody can lock the server out.
+
+Why asyncio and not a thread per connection: an idle keep-alive, a client that connects and says
+nothing, a TLS handshake stalled after the ClientHello each hold a thread until they time out, so a few
+dozen of them stall Prometheus (client_python's stock server: a thread per request, backlog 5, the TLS
+handshake on the thread that reads). Here one event loop owns every socket; threads only compute
+(exporter/web/server.py). Why ``connect_accepted_socket`` after our own ``sock_accept`` rather than
+``asyncio.start_server(ssl=...)``: the latter fixes the TLS context when it starts (a reloaded
+certificate would need a restart) and hides a connection until its handshake is done, so a stalled
+handshake could be neither counted, nor evicted, nor its failure seen. Accepting ourselves, each
+connection gets the current context, ``ssl_handshake_timeout``, and a place in the eviction order
+from its first moment.
+
+No lock-out. At ``max_connections``, or at ``max_connections_per_client`` for the new connection's
+address, the connection that made no progress for longest is evicted, whatever its stage but ``busy``
+(exporter/web/connection.py). A client that pipelines and never reads gets one answer at a time (the
+next request is read once the previous answer is in the kernel, and answered once the client received
+it), so it ends up in ``write`` making no progress, first in line. Answer bytes waiting in user space
+are bounded in total (``max_buffered_bytes``) by evicting writers the kernel no longer takes bytes from.
+
+Deadlines per stage: the handshake (``handshake_timeout``), the request head and body
+(``header_timeout``, counted from accept on a new connection and from the first byte on a keep-alive
+one: a slowloris gets that much in total), ``idle_timeout`` between requests, ``write_timeout`` for a
+response. A client that half-closes after its request (``nc -N``) still gets its answer; TCP cannot
+tell that from a client that left, so the early FIN is also counted as a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import resource
+import socket
+import ssl
+import threading
+
+from .connection import BUSY, HANDSHAKE, IDLE, READ, WRITE, Conn, ServerLimits, unacked
+from .metrics import ServerMetrics
+from .protocol import BadRequest, Request, text_response
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024
+FD_HEADROOM = 128  # descriptors kept for the collection: netlink sockets, /proc walks, log files
+TICK = 0.5  # the loop wakes at least this often, so a signal handler (SIGTERM) runs on the main thread
+
+
+class Transport:
+    """Listener, accept loop and connection lifecycle; a subclass answers requests (``handle``)."""
+
+    def __init__(self, address: tuple[str, int], limits: ServerLimits, metrics: ServerMetrics) -> None:
+        self.limits, self.metrics = limits, metrics
+        fds = _raise_fd_limit(limits.max_connections + FD_HEADROOM)
+        self.max_connections = max(1, min(limits.max_connections, fds - FD_HEADROOM))
+        if self.max_connections < limits.max_connections:
+            log.warning("RLIMIT_NOFILE %d allows only %d client connections", fds, self.max_connections)
+        self.read_limit = limits.max_header_bytes + limits.max_body_bytes
+        self._listener = _listen(address)
+        self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
+        self.conns: dict[Conn, None] = {}  # oldest progress first
+        self._per_host: dict[str, int] = {}
+        self.buffered_total = 0
+        self._stopping = False
+        self.abandoned = 0  # requests still in flight when the shutdown grace ran out
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop_thread: int | None = None
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Context for the next accepted connection; None serves plain HTTP."""
+        return None
+
+    async def handle(self, conn: Conn, req: Request, body: bytes) -> tuple[bytes, bool]:
+        """The response to a complete request and whether to keep the connection open."""
+        raise NotImplementedError
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.conns)
+
+    # -- lifecycle (socketserver-like) -----------------------------------------------------------------
+    def serve_forever(self, poll_interval: float = TICK) -> None:
+        """Serve until :meth:`shutdown`, running the event loop on the calling thread."""
+        self._stopped.clear()
+        self._loop_thread = threading.get_ident()
+        try:
+            asyncio.run(self._run())
+        finally:
+            self._loop_thread, self._loop = None, None
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serving; waits for it unless called from the loop thread itself (a signal handler)."""
+        self._stopping = True
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(stop.set)
+        if self._loop_thread not in (None, threading.get_ident()):
+            self._stopped.wait()
+
+    def server_close(self) -> None:
+        for conn in list(self.conns):
+            conn.close(abort=True)
+        self._listener.close()
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop = loop = asyncio.get_running_loop()
+        if self._stopping:
+            return
+        accepting = loop.create_task(self._accept())
+        while not self._stop.is_set():  # a tick, so Python runs a pending signal handler soon
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK)
+        accepting.cancel()
+        await asyncio.sleep(0)
+        self._listener.close()  # refuse new connections at once rather than leave them in the backlog
+        for conn in [c for c in self.conns if c.stage not in (BUSY, WRITE)]:
+            conn.close(abort=True)
+        in_flight, deadline = len(self.conns), loop.time() + self.limits.shutdown_grace
+        while self.conns and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        self.abandoned = len(self.conns)
+        for conn in list(self.conns):
+            conn.close(abort=True)
+        log.info("stopped serving: %d requests in flight finished, %d abandoned after %.0f s",
+                 in_flight - self.abandoned, self.abandoned, self.limits.shutdown_grace)
+
+    # -- admission and eviction ------------------------------------------------------------------------
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) and not self.evict():
+                    log.warning("cannot accept connections: %s; pausing accept for a second", exc)
+                    await asyncio.sleep(1.0)
+                continue
+            self._admit(sock, str(addr[0]), f"{addr[0]}:{addr[1]}")
+
+    def _admit(self, sock: socket.socket, host: str, peer: str) -> None:
+        full_host = self._per_host.get(host, 0) >= self.limits.max_connections_per_client
+        if (full_host and not self.evict(host)) or (len(self.conns) >= self.max_connections and not self.evict()):
+            sock.close()
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Conn(self, sock, host, peer)
+        self.conns[conn] = None
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        conn.task = asyncio.get_running_loop().create_task(self._serve(conn, sock))
+
+    def evict(self, host: str | None = None, writers_only: bool = False) -> bool:
+        """Close the connection that made no progress for longest (of ``host``, or stalled writers)."""
+        for conn in self.conns:
+            if conn.stage == BUSY or (host is not None and conn.host != host):
+                continue
+            if writers_only and not (conn.stage == WRITE and conn.paused):
+                continue
+            self.metrics.evicted_total.inc()
+            log.debug("evicting %s (stage %s)", conn.peer, conn.stage)
+            conn.close(abort=True, reset=unacked(conn) > 0)
+            return True
+        return False
+
+    def forget(self, conn: Conn) -> None:
+        if self.conns.pop(conn, 0) is None:
+            left = self._per_host[conn.host] - 1
+            if left:
+                self._per_host[conn.host] = left
+            else:
+                del self._per_host[conn.host]
+        self.buffered_total -= conn.buffered
+        conn.buffered = 0
+
+    # -- one connection ----------------------------------------------------------------------------------
+    async def _serve(self, conn: Conn, sock: socket.socket) -> None:
+        conn.started = True
+        lim, loop = self.limits, asyncio.get_running_loop()
+        ctx = self.tls_context()
+        conn.tls = ctx is not None
+        try:
+            conn.enter(HANDSHAKE if ctx else READ, None if ctx else lim.header_timeout)
+            try:
+                await loop.connect_accepted_socket(lambda: conn, sock, ssl=ctx,
+                                                   ssl_handshake_timeout=lim.handshake_timeout if ctx else None)
+            except ConnectionAbortedError:  # asyncio's ssl_handshake_timeout
+                self.metrics.timeouts_total.labels("tls_handshake").inc()
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self.metrics.tls_errors_total.inc()
+                log.debug("TLS handshake with %s failed: %s", conn.peer, exc)
+                return
+            if ctx:
+                conn.enter(READ, lim.header_timeout)
+            served = 0
+            while not conn.closed:
+                request = await conn.read_request()
+                if request is None:
+                    return
+                conn.pipelined = conn.pipelined or bool(conn.inbuf)
+                if served:
+                    await conn.delivered()
+                served += 1
+                conn.pending = True
+                conn.enter(BUSY)
+                payload, keep = await self.handle(conn, *request)
+                await conn.send(payload)
+                conn.pending = False
+                if not keep or self._stopping:
+                    return
+                conn.enter(IDLE, lim.idle_timeout)
+                if conn.transport is not None and len(conn.inbuf) <= self.read_limit:
+                    conn.transport.resume_reading()
+        except BadRequest as exc:
+            with contextlib.suppress(ConnectionError):
+                await conn.send(text_response(exc.status, str(exc), keep_alive=False))
+        except ConnectionError:
+            pass
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("internal error serving %s", conn.peer)
+        finally:
+            if conn.transport is None:
+                sock.close()
+            conn.close(abort=False)
+
+
+def _raise_fd_limit(want: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit towards ``want`` (as Go does at start); the soft limit after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return want if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _listen(address: tuple[str, int]) -> socket.socket:
+    """A non-blocking listener; ``""`` is every address, IPv4 and IPv6 where the host has both."""
+    host = address[0] or ("::" if socket.has_dualstack_ipv6() else "0.0.0.0")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind((host, address[1]))
+        listener.listen(LISTEN_BACKLOG)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener
