@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 
+from ..collection import CollectionTimeout
 from ..version import __version__
 from .auth import parse_basic
 from .config import WebConfig
@@ -246,6 +247,9 @@ def render(registry: CollectorRegistry, accept: str, accept_encoding: str, keep:
             body = gzip.compress(body, GZIP_LEVEL)
             extra.append(("Content-Encoding", "gzip"))
         return response(200, body, content_type, keep_alive=keep, head_only=head, extra=tuple(extra))
+    except CollectionTimeout as exc:  # counted and explained where it happens: one line, no traceback
+        log.error("scrape failed: %s", exc)
+        return text_response(503, f"scrape failed: {exc}", keep_alive=keep, head_only=head)
     except Exception:
         log.exception("scrape failed")
         return text_response(500, "scrape failed; see the exporter's log", keep_alive=keep, head_only=head)
