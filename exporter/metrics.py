@@ -24,6 +24,7 @@ from .aggregate import SeriesKey
 from .collection import Collection
 from .kinds import tables_for
 from .model import FAMILY_LABEL, TYPE_LABEL
+from .port_metrics import view_families
 from .reload import ExporterState, ReloadStatus
 from .sources import netlink
 from .version import __version__
@@ -62,6 +63,7 @@ class SocketMetricsCollector(Collector):
         yield from _socket_families(c)
         yield from _health_families(c)
         yield from _netlink_families(c)
+        yield from view_families(c)  # listeners, ports, ephemeral: port_metrics.py
         if state.reload is not None:
             yield from _reload_families(state.reload)
         yield build_info()

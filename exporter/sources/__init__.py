@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 class TableReader:
     """Reads the configured tables with the configured source; remembers which fallbacks it logged."""
 
-    def __init__(self, source: str, procfs_root: str, tables: Sequence[Table]) -> None:
+    def __init__(self, source: str, procfs_root: str, tables: Sequence[Table], detail: bool = False,
+                 proc_detail: bool = False) -> None:
         self.source, self.procfs_root, self.tables = source, procfs_root, tuple(tables)
+        # Inet detail columns (ports, queues, addresses): decoded only for the views that need them.
+        self.detail, self.proc_detail = detail, proc_detail
         self._fallback_logged: set[Table] = set()
 
     def read(self, stages: list[Stage]) -> tuple[list[SocketTable], dict[Table, str], bool]:
@@ -51,7 +54,7 @@ class TableReader:
         unavailable: dict[Table, SourceUnavailable] = {}
         for table in self.tables:
             try:
-                read.extend(netlink.read_tables([table]))
+                read.extend(netlink.read_tables([table], self.detail))
                 served.append(table)
             except SourceUnavailable as exc:
                 unavailable[table] = exc
@@ -76,7 +79,7 @@ class TableReader:
         timer, read, served = StageTimer(stages, "proc"), [], []
         for table in wanted:
             try:
-                read.extend(procfs.read_tables(self.procfs_root, [table]))
+                read.extend(procfs.read_tables(self.procfs_root, [table], self.proc_detail))
                 served.append(table)
             except (SourceError, OSError) as exc:
                 timer.success = False
