@@ -55,6 +55,7 @@ class _ListenDump(_Dump):
         raise NetlinkDumpError(f"{self.name}: listener dump ended without NLMSG_DONE")
 
     def _message(self, buf: memoryview, off: int) -> int:
+        length: int
         length, mtype, flags, fam, state, sport, _dport, cookie, rq, wq = _MSG.unpack_from(buf, off)
         if mtype != SOCK_DIAG_BY_FAMILY or length < _MIN or off + length > len(buf) or fam != self.family:
             return self._control(buf, off, _MIN)
