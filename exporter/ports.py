@@ -72,7 +72,7 @@ def count_ports(tables: Sequence[SocketTable], always: Iterable[int] = (), max_p
     >>> sorted((d, p, s, n) for (d, p, _, s), n in c.connections.items())
     [('inbound', '80', 'ESTABLISHED', 1), ('inbound', '80', 'LISTEN', 1), ('outbound', '80', 'ESTABLISHED', 1)]
     >>> c.receive_bytes
-    {('inbound', '80', <Table.TCP4: 'tcp'>): 5}
+    {('inbound', '80', <Table.TCP4: 'tcp'>): 5, ('outbound', '80', <Table.TCP4: 'tcp'>): 0}
     """
     tcp = [st for st in tables if st.table.has_tcp_states and st.inet is not None]
     listened = listening_ports(tcp)
@@ -93,6 +93,10 @@ def count_ports(tables: Sequence[SocketTable], always: Iterable[int] = (), max_p
             if state != LISTEN:
                 rx[(key, st.table)] += r
                 tx[(key, st.table)] += w
+    for key, table, state in raw:  # a port with connections has queue series, 0 when empty
+        if state != LISTEN:
+            rx[(key, table)] += 0
+            tx[(key, table)] += 0
     label = _fold(raw, set(always), max_ports)
     counts = PortCounts(folded=sum(1 for v in label.values() if v[1] == OTHER))
     for (key, table, state), n in raw.items():
