@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -75,6 +75,15 @@ def listener_figures(s: Samples) -> tuple[dict[tuple[str, ...], float], ...]:
     return tuple(by(s, f"socket_listen_{m}", "family", "port") for m in ("queue_length", "queue_limit", "drops_total"))
 
 
+CONN = ("socket_port_connections", "direction", "port", "status", "family")
+RX = ("socket_port_receive_queue_bytes", "direction", "port", "family")
+TX = ("socket_port_send_queue_bytes", "direction", "port", "family")
+
+
+def floats(counts: Mapping[tuple[str, ...], int]) -> dict[tuple[str, ...], float]:
+    return {k: float(n) for k, n in counts.items()}
+
+
 def keyed(d: dict[tuple[str, int], int]) -> dict[tuple[str, str], float]:
     return {(f, str(p)): float(n) for (f, p), n in d.items()}
 
@@ -89,13 +98,13 @@ def test_every_figure_equals_ss(ports_ns: Netns, tmp_path: Path) -> None:
     assert length[("AF_INET", str(BACKLOG))] == 4 and limit[("AF_INET", str(BACKLOG))] == 3  # full: limit+1
     assert drops == keyed(ss.drops) and drops[("AF_INET", str(BACKLOG))] > 0
     conns, rx, tx = ss.ports()
-    assert by(s, "socket_port_connections", "direction", "port", "status", "family") == {k: float(n) for k, n in conns.items()}
+    assert by(s, *CONN) == floats(conns)
     assert conns[("outbound", str(LEAKY), "CLOSE_WAIT", "AF_INET")] == 2  # the population did what it says
-    assert by(s, "socket_port_receive_queue_bytes", "direction", "port", "family") == {k: float(n) for k, n in rx.items()}
-    assert by(s, "socket_port_send_queue_bytes", "direction", "port", "family") == {k: float(n) for k, n in tx.items()}
+    assert by(s, *RX) == floats(rx) and by(s, *TX) == floats(tx)
     assert any(v > 0 for v in rx.values()) and any(v > 0 for v in tx.values())
     low, high, reserved = port_range(ports_ns)
-    assert by(s, "socket_ephemeral_port_range_size") == {(): float(high - low + 1 - len(reserved & set(range(low, high + 1))))}
+    size = high - low + 1 - len(reserved & set(range(low, high + 1)))
+    assert by(s, "socket_ephemeral_port_range_size") == {(): float(size)}
     use = ss.ephemeral(low, high, reserved)
     assert by(s, "socket_ephemeral_ports_max_in_use") == {(): float(max(use.values()))}
     assert use[("AF_INET", "127.0.0.1", "127.0.0.1", str(DEST))] == 40  # 25 ESTABLISHED + 15 TIME_WAIT
@@ -115,7 +124,7 @@ def test_port_cap_folds_the_rest_into_other_and_sums_exactly(ports_ns: Netns, tm
     rest = Counter({k: n for k, n in size.items() if k not in pinned}).most_common()
     assert rest[1][1] > rest[2][1], f"a tie makes the busiest ports ambiguous: {rest}"
     kept = pinned | {k for k, _ in rest[:2]}
-    got = by(s, "socket_port_connections", "direction", "port", "status", "family")
+    got = by(s, *CONN)
     assert {(d, p) for d, p, _, _ in got if p != "other"} == kept
     for key, n in got.items():
         if key[1] != "other":
@@ -179,8 +188,8 @@ def test_proc_fallback_reports_queue_length_and_names_what_is_missing(ports_ns: 
                            for t in ("tcp", "tcp6")}
     assert "socket_listen_drops_total unavailable for tcp" in runs[-1].stderr
     conns, rx, tx = ss.ports()  # /proc gives ports and queues as netlink does
-    assert by(s, "socket_port_connections", "direction", "port", "status", "family") == {k: float(n) for k, n in conns.items()}
-    assert by(s, "socket_port_receive_queue_bytes", "direction", "port", "family") == {k: float(n) for k, n in rx.items()}
+    assert by(s, *CONN) == floats(conns)
+    assert by(s, *RX) == floats(rx) and by(s, *TX) == floats(tx)
 
 
 @pytest.mark.root
