@@ -4,7 +4,7 @@ Why off by default: like node_exporter's tcpstat collector, they cost work per s
 queues and addresses are decoded only when one of them is on) and add series per listening or busy
 port; an upgrade should not change a running fleet's cost or series count by itself. Turning them on::
 
-    listeners: {enabled: true}                  # accept queues and drops per listening port
+    listeners: {enabled: true, max_ports: 100}  # accept queues and drops per listening port
     ports: {enabled: true, always: [443, 5432], max_ports: 20}
     ephemeral: {enabled: true, top: 5}
 
@@ -24,6 +24,7 @@ MAX_ALWAYS = 100
 @dataclass(frozen=True)
 class ListenersConfig:
     enabled: bool = False
+    max_ports: int = 100
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,10 @@ def parse_views(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     for key in VIEW_KEYS:
         sections[key] = _want(where, key, data.get(key, {}), dict, "a mapping")
     lst, prt, eph = sections["listeners"], sections["ports"], sections["ephemeral"]
-    _check_keys(where, "listeners.", lst, ("enabled",))
+    _check_keys(where, "listeners.", lst, ("enabled", "max_ports"))
     _check_keys(where, "ports.", prt, ("enabled", "always", "max_ports"))
     _check_keys(where, "ephemeral.", eph, ("enabled", "top"))
-    pd, ed = PortsConfig(), EphemeralConfig()
+    ld, pd, ed = ListenersConfig(), PortsConfig(), EphemeralConfig()
     always = _want(where, "ports.always", prt.get("always", list(pd.always)), list, "a list of port numbers")
     if len(always) > MAX_ALWAYS:
         raise _fail(where, "ports.always", f"{len(always)} ports; want at most {MAX_ALWAYS}")
@@ -74,7 +75,9 @@ def parse_views(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     if len(set(ports)) != len(ports):
         raise _fail(where, "ports.always", f"port {next(p for p in ports if ports.count(p) > 1)} listed twice")
     return {
-        "listeners": ListenersConfig(enabled=_enabled(where, "listeners", lst, ListenersConfig.enabled)),
+        "listeners": ListenersConfig(enabled=_enabled(where, "listeners", lst, ld.enabled),
+                                     max_ports=_int_at_least(where, "listeners.max_ports",
+                                                             lst.get("max_ports", ld.max_ports), 0, 10000)),
         "ports": PortsConfig(enabled=_enabled(where, "ports", prt, pd.enabled), always=ports,
                              max_ports=_int_at_least(where, "ports.max_ports",
                                                      prt.get("max_ports", pd.max_ports), 0, 1000)),

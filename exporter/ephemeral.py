@@ -3,9 +3,11 @@
 Why per tuple: Linux picks a local port for ``connect()`` so that the 4-tuple is unique
 (``__inet_hash_connect``), so one local port serves many destinations, and what runs out is the
 range *per* (local address, remote address, remote port). TIME_WAIT holds its port too, and is
-counted. Worked example: range 32768-60999 with 100 ports reserved inside it gives a range size of
-28132; 28000 sockets (any state but LISTEN) from 10.0.0.1 to 10.0.0.2:5432 on local ports in that
-range give max in use 28000, which is what the "ephemeral ports running out" alert compares.
+counted; sockets on a port that has a listener are not (accepted connections: their port was bound,
+not picked by ``connect()``, even when the listener's port lies in the range). Worked example: range
+32768-60999 with 100 ports reserved inside it gives a range size of 28132; 28000 sockets (any state
+but LISTEN) from 10.0.0.1 to 10.0.0.2:5432 on local ports in that range give max in use 28000, which
+is what the "ephemeral ports running out" alert compares.
 
 The sysctls, as the kernel prints them (``/proc/sys/net/ipv4/``, per network namespace)::
 
@@ -19,6 +21,7 @@ beyond the counting key).
 
 from __future__ import annotations
 
+import heapq
 import socket
 import sys
 from collections import Counter
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from itertools import compress
 
 from .model import SocketTable, Table
+from .ports import listening_ports
 
 #: (table, local address, remote address, remote port) -> local ports in use
 Tuple = tuple[Table, str, str, int]
@@ -99,6 +103,8 @@ def ephemeral_use(tables: Sequence[SocketTable], low: int, high: int, reserved: 
         if low <= port <= high:
             usable[port] = 0
     use = EphemeralUse(range_size=sum(usable))
+    for port in listening_ports(tables):  # inbound: a listener's port was bound, not picked by connect()
+        usable[port] = 0
     found: Counter[tuple[Table, tuple[int, ...]]] = Counter()
     for st in tables:
         inet = st.inet
@@ -110,7 +116,7 @@ def ephemeral_use(tables: Sequence[SocketTable], low: int, high: int, reserved: 
                 found[(st.table, key)] = n
     if found:
         use.max_in_use = max(found.values())
-    ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0][0].value, kv[0][1]))[:top]
+    ranked = heapq.nsmallest(top, found.items(), key=lambda kv: (-kv[1], kv[0][0].value, kv[0][1]))
     use.top = [(_named(table, key), n) for (table, key), n in ranked]
     return use
 

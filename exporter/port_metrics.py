@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .collection import Collection
-from .listeners import PortKey
+from .listeners import PortValues
 from .model import FAMILY_LABEL, Table
 from .port_views import ViewsResult
 
@@ -36,10 +36,12 @@ def view_families(c: Collection) -> Iterator[Family]:
         yield from _ephemeral_families(v)
 
 
-def _by_port(name: str, doc: str, values: dict[PortKey, int], counter: bool = False) -> Family:
+def _by_port(name: str, doc: str, values: PortValues, counter: bool = False) -> Family:
     family: Family = (CounterMetricFamily if counter else GaugeMetricFamily)(name, doc, labels=LISTEN_LABELS)
-    for (table, port), n in sorted(values.items(), key=lambda kv: (kv[0][0].value, kv[0][1])):
-        family.add_metric([_fam(table), str(port)], n)
+    for table in sorted(values, key=lambda t: t.value):
+        fam = _fam(table)
+        for port, n in sorted(values[table].items()):
+            family.add_metric([fam, str(port)], n)
     return family
 
 
@@ -51,6 +53,9 @@ def _listener_families(v: ViewsResult) -> Iterator[Family]:
                        "port. A full queue holds limit + 1.", q.length)
         yield _by_port("socket_listen_queue_limit",
                        "Accept queue limit (listen() backlog) summed over the TCP listeners of a port.", q.limit)
+        yield GaugeMetricFamily("socket_listen_folded",
+                                "Listening ports beyond listeners.max_ports, not exported this scrape (the "
+                                "saturated and dropping ones are kept first).", value=q.folded)
     yield _by_port("socket_listen_drops",
                    "SYNs dropped by the TCP listeners of a port (SK_MEMINFO_DROPS, mostly a full accept queue); "
                    "never decreases while the exporter runs, across listener restarts.", v.drops, counter=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .ephemeral import EphemeralUse, ephemeral_use, read_range
-from .listeners import DropsCounter, ListenQueues, PortKey, listen_queues
+from .listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
 from .model import ListenTable, SocketTable, SourceError, Table
 from .ports import PortCounts, count_ports
 from .sources import netlink
@@ -34,7 +34,7 @@ QUEUE_LIMIT, DROPS = "socket_listen_queue_limit", "socket_listen_drops_total"
 @dataclass
 class ViewsResult:
     listeners: ListenQueues | None = None
-    drops: dict[PortKey, int] = field(default_factory=dict)
+    drops: PortValues = field(default_factory=dict)
     #: (metric, table, reason): metrics the source could not give for that table this scrape.
     unavailable: list[tuple[str, Table, str]] = field(default_factory=list)
     ports: PortCounts | None = None
@@ -99,7 +99,7 @@ class Views:
             if lt.drops is None:
                 self._unavailable(out, DROPS, lt.table, reason)
         out.listeners = listen_queues(read)
-        out.drops = self._drops.update(self.scope, read)
+        out.drops = cap_listeners(out.listeners, self._drops.update(self.scope, read), self.config.listeners.max_ports)
 
     def _unavailable(self, out: ViewsResult, metric: str, table: Table, reason: str) -> None:
         item = (metric, table, reason)

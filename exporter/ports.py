@@ -36,6 +36,7 @@ INBOUND, OUTBOUND, OTHER = "inbound", "outbound", "other"
 LISTEN = 10
 _IS_LISTEN = bytes(int(i == LISTEN) for i in range(256))
 _SHIFT = 1 << 16
+_OTHER_OUT, _OTHER_IN = -1, -2  # folded keys: outside the port space
 
 #: (direction, port label, table, psutil status) -> sockets
 ConnKey = tuple[str, str, Table, str]
@@ -79,43 +80,59 @@ def count_ports(tables: Sequence[SocketTable], always: Iterable[int] = (), max_p
     inbound_key = [0] * _SHIFT
     for port in listened:
         inbound_key[port] = port + _SHIFT
-    raw: Counter[tuple[int, Table, int]] = Counter()  # (key, table, state)
-    rx: Counter[tuple[int, Table]] = Counter()
-    tx: Counter[tuple[int, Table]] = Counter()
+    # Everything per socket stays in ints (an Enum in a dict key hashes in Python, slowly), and the
+    # ports are folded before counting by state, so the per-(port, state) counts are few.
+    size: Counter[int] = Counter()
+    keyed: list[tuple[SocketTable, list[int]]] = []
     for st in tcp:
-        inet = st.inet
-        assert inet is not None
-        keys = list(map(max, map(inbound_key.__getitem__, inet.sports), inet.dports))
-        for (state, key), n in Counter(zip(st.states, keys, strict=True)).items():
-            raw[(key, st.table, state)] += n
-        busy = map(or_, inet.rqueue, inet.wqueue)
-        for state, key, r, w in compress(zip(st.states, keys, inet.rqueue, inet.wqueue, strict=True), busy):
-            if state != LISTEN:
-                rx[(key, st.table)] += r
-                tx[(key, st.table)] += w
-    for key, table, state in raw:  # a port with connections has queue series, 0 when empty
-        if state != LISTEN:
-            rx[(key, table)] += 0
-            tx[(key, table)] += 0
-    label = _fold(raw, set(always), max_ports)
+        assert st.inet is not None
+        keys = list(map(max, map(inbound_key.__getitem__, st.inet.sports), st.inet.dports))
+        size.update(keys)
+        keyed.append((st, keys))
+    label = _fold(size, set(always), max_ports)
+    folded_key = list(range(2 * _SHIFT))  # key -> the key it is counted under: itself, or its "other"
+    for key, (_direction, port_label) in label.items():
+        if port_label == OTHER:
+            folded_key[key] = _OTHER_IN if key >= _SHIFT else _OTHER_OUT
+    names = {**label, _OTHER_IN: (INBOUND, OTHER), _OTHER_OUT: (OUTBOUND, OTHER)}
     counts = PortCounts(folded=sum(1 for v in label.values() if v[1] == OTHER))
-    for (key, table, state), n in raw.items():
-        conn = (*label[key], table, status_name(table, state))
-        counts.connections[conn] = counts.connections.get(conn, 0) + n
-    for src, dst in ((rx, counts.receive_bytes), (tx, counts.send_bytes)):
-        for (key, table), n in src.items():
-            qkey = (*label[key], table)
-            dst[qkey] = dst.get(qkey, 0) + n
+    for st, keys in keyed:
+        inet, table = st.inet, st.table
+        assert inet is not None
+        keys = list(map(folded_key.__getitem__, keys))
+        raw = Counter(zip(keys, st.states, strict=True))
+        rx = dict.fromkeys({key for key, state in raw if state != LISTEN}, 0)  # 0 when empty, not absent
+        tx = dict(rx)
+        busy = map(or_, inet.rqueue, inet.wqueue)
+        for key, state, r, w in compress(zip(keys, st.states, inet.rqueue, inet.wqueue, strict=True), busy):
+            if state != LISTEN:
+                rx[key] += r
+                tx[key] += w
+        status = {state: status_name(table, state) for state in {state for _, state in raw}}
+        for (key, state), n in raw.items():
+            conn = (*names[key], table, status[state])
+            counts.connections[conn] = counts.connections.get(conn, 0) + n
+        for src, dst in ((rx, counts.receive_bytes), (tx, counts.send_bytes)):
+            for key, n in src.items():
+                dst[(*names[key], table)] = n
     return counts
 
 
-def _fold(raw: Counter[tuple[int, Table, int]], always: set[int], max_ports: int) -> dict[int, tuple[str, str]]:
-    """Map each key to (direction, port label): kept ports by name, the rest to ``other``."""
-    size: Counter[int] = Counter()
-    for (key, _table, _state), n in raw.items():
-        size[key] += n
-    named = {key: (INBOUND, str(key - _SHIFT)) if key >= _SHIFT else (OUTBOUND, str(key)) for key in size}
-    pinned = {key for key in size if key % _SHIFT in always}
-    rest = sorted((k for k in size if k not in pinned), key=lambda k: (-size[k], -k // _SHIFT, k % _SHIFT))
-    kept = pinned | set(rest[:max_ports])
-    return {key: name if key in kept else (name[0], OTHER) for key, name in named.items()}
+def _fold(size: Counter[int], always: set[int], max_ports: int) -> dict[int, tuple[str, str]]:
+    """Map each key to (direction, port label): kept ports by name, the rest to ``other``.
+
+    Busiest first; ties go to inbound, then to the lower port, so the kept set is stable. Sorting by
+    count is one C-level ``most_common``; only the keys tied at the cut are ordered in Python.
+    """
+    pinned = [key for key in size if key % _SHIFT in always]
+    ranked = [(key, n) for key, n in size.most_common() if key % _SHIFT not in always]
+    kept = set(pinned)
+    if len(ranked) <= max_ports:
+        kept.update(key for key, _ in ranked)
+    elif max_ports:
+        cut = ranked[max_ports - 1][1]
+        kept.update(key for key, n in ranked if n > cut)
+        tied = sorted((key for key, n in ranked if n == cut), key=lambda k: (-(k // _SHIFT), k % _SHIFT))
+        kept.update(tied[: max_ports - (len(kept) - len(pinned))])
+    return {key: (INBOUND if key >= _SHIFT else OUTBOUND, str(key % _SHIFT) if key in kept else OTHER)
+            for key in size}

@@ -4,7 +4,7 @@ Keys use the exporter's label values (family ``AF_INET``/``AF_INET6``, psutil's 
 test compares dictionaries. The rules are restated here from the issue, not imported from exporter/:
 inbound = the local port has a LISTEN socket in the namespace (any family), else outbound by the
 remote port; queues sum Recv-Q/Send-Q of non-LISTEN sockets; ephemeral use counts non-LISTEN sockets
-whose local port is in ``ip_local_port_range`` and not in ``ip_local_reserved_ports``.
+whose local port is in ``ip_local_port_range``, not in ``ip_local_reserved_ports`` and not a listening port.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ class SsTcp:
     def ephemeral(self, low: int, high: int, reserved: set[int]) -> Counter[tuple[str, str, str, str]]:
         """Local ports in use per (family, local address, remote address, remote port)."""
         use: Counter[tuple[str, str, str, str]] = Counter()
+        listened = {lport for _f, status, _q, _s, _a, lport, _r, _p in self.rows if status == "LISTEN"}
         for family, status, _q, _s, laddr, lport, raddr, rport in self.rows:
-            if status != "LISTEN" and low <= lport <= high and lport not in reserved and rport:
+            if status != "LISTEN" and low <= lport <= high and lport not in reserved | listened and rport:
                 use[(family, laddr, raddr, str(rport))] += 1
         return use
 

@@ -114,6 +114,23 @@ def rta(rtype: int, payload: bytes) -> bytes:
     return raw + bytes(-len(raw) % 4)
 
 
+def test_many_listeners_decode_strided_as_pyroute2_does() -> None:
+    """A chunk of equal-length listener messages (the strided path), then the same one by one."""
+    attrs = [rta(8, b"\x00") + rta(15, struct.pack("=I", i)) + rta(7, struct.pack("=9I", *range(8), i * 3))
+             for i in range(300)]
+    msgs = [listen_msg(1000 + i, a) for i, a in enumerate(attrs)]
+    blob = b"".join(msgs) + gen.done()
+    ref = decode_listeners_with_pyroute2(blob)
+    for chunks in ([blob], [*msgs, gen.done()]):
+        t = decode_listen_dump(chunks, Table.TCP4)
+        assert t.drops is not None and t.limits is not None
+        assert list(zip(t.sports, t.ids, t.rqueue, t.limits, t.drops, strict=True)) == ref
+    # same length, but one message holds another attribute where the others hold SKMEMINFO
+    odd = listen_msg(99, rta(8, b"\x00") + rta(15, b"\x00" * 4) + rta(9, bytes(36)))
+    t = decode_listen_dump([b"".join(msgs[:100]) + odd + b"".join(msgs[100:]) + gen.done()], Table.TCP4)
+    assert t.drops is None and len(t.sports) == 301  # that listener has no drops: the column is unknown
+
+
 def test_listener_without_skmeminfo_has_unknown_drops() -> None:
     """A kernel older than 4.7 sends 8 meminfo words (no drops): the column is unknown, not 0."""
     old = listen_msg(80, rta(8, b"\x00") + rta(7, bytes(32)))

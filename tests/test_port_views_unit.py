@@ -116,13 +116,13 @@ def listen(ids: list[int], drops: list[int], port: int = 80) -> ListenTable:
 
 def test_drops_counter_never_decreases_across_restarts_and_reuseport_groups() -> None:
     c = DropsCounter()
-    seen = [c.update("", [listen([1, 2], [5, 5])])[(Table.TCP4, 80)],  # a reuseport pair: 10
-            c.update("", [listen([1, 2], [6, 9])])[(Table.TCP4, 80)],  # +1 +4
-            c.update("", [listen([2], [9])])[(Table.TCP4, 80)],  # one member closed: no decrease
-            c.update("", [listen([], [])]).get((Table.TCP4, 80)),  # no listener: no series
-            c.update("", [listen([3], [2])])[(Table.TCP4, 80)]]  # restarted: continues
+    seen = [c.update("", [listen([1, 2], [5, 5])])[Table.TCP4][80],  # a reuseport pair: 10
+            c.update("", [listen([1, 2], [6, 9])])[Table.TCP4][80],  # +1 +4
+            c.update("", [listen([2], [9])])[Table.TCP4][80],  # one member closed: no decrease
+            c.update("", [listen([], [])])[Table.TCP4].get(80),  # no listener: no series
+            c.update("", [listen([3], [2])])[Table.TCP4][80]]  # restarted: continues
     assert seen == [10, 15, 15, None, 17]
-    assert c.update("other-netns", [listen([3], [2])]) == {(Table.TCP4, 80): 2}  # scopes never mix
+    assert c.update("other-netns", [listen([3], [2])]) == {Table.TCP4: {80: 2}}  # scopes never mix
     unknown = ListenTable(Table.TCP4, array("H", [80]), array("I", [0]), None, None, array("Q", [9]))
     assert c.update("", [unknown]) == {}
 
@@ -157,7 +157,7 @@ def test_proc_detail_refuses_bad_lines_with_their_number(line: bytes) -> None:
     ("ports: {always: [70000]}\n", "ports.always[0]: got 70000; want an integer 1..65535"),
     ("ports: {always: 80}\n", "ports.always: got 80 (int); want a list of port numbers"),
     ("ports: {enabled: yes please}\n", "ports.enabled: got 'yes please' (str); want true or false"),
-    ("listeners: {enable: true}\n", "listeners.enable: unknown key; allowed here: enabled"),
+    ("listeners: {enable: true}\n", "listeners.enable: unknown key; allowed here: enabled, max_ports"),
     ("ephemeral: {top: 101}\n", "ephemeral.top: got 101; want an integer 0..100"),
     ("ephemeral: []\n", "ephemeral: got [] (list); want a mapping"),
 ])

@@ -28,7 +28,8 @@ class TableReader:
     def __init__(self, source: str, procfs_root: str, tables: Sequence[Table], detail: bool = False,
                  proc_detail: bool = False) -> None:
         self.source, self.procfs_root, self.tables = source, procfs_root, tuple(tables)
-        # Inet detail columns (ports, queues, addresses): decoded only for the views that need them.
+        # Inet detail columns (ports, queues, addresses): decoded only for the views that need them,
+        # which are TCP-only.
         self.detail, self.proc_detail = detail, proc_detail
         self._fallback_logged: set[Table] = set()
 
@@ -54,7 +55,7 @@ class TableReader:
         unavailable: dict[Table, SourceUnavailable] = {}
         for table in self.tables:
             try:
-                read.extend(netlink.read_tables([table], self.detail))
+                read.extend(netlink.read_tables([table], self.detail and table.has_tcp_states))
                 served.append(table)
             except SourceUnavailable as exc:
                 unavailable[table] = exc
@@ -79,7 +80,7 @@ class TableReader:
         timer, read, served = StageTimer(stages, "proc"), [], []
         for table in wanted:
             try:
-                read.extend(procfs.read_tables(self.procfs_root, [table], self.proc_detail))
+                read.extend(procfs.read_tables(self.procfs_root, [table], self.proc_detail and table.has_tcp_states))
                 served.append(table)
             except (SourceError, OSError) as exc:
                 timer.success = False
