@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from exporter.config import ConfigError, parse_config
 from exporter.ephemeral import ephemeral_use, parse_port_range, parse_reserved
-from exporter.listeners import DropsCounter
+from exporter.listeners import DropsCounter, ListenQueues, cap_listeners
 from exporter.model import InetColumns, ListenTable, SocketTable, Table, status_name
 from exporter.ports import count_ports
 from exporter.sources.procfs import ProcParseError
@@ -171,3 +171,16 @@ def test_view_config_defaults_off_and_parses() -> None:
     c = parse_config("ports: {enabled: true, always: [443], max_ports: 0}\n", "x.yml")
     assert (c.listeners.enabled, c.ports.enabled, c.ports.always, c.ports.max_ports, c.ephemeral.top) == (
         False, True, (443,), 0, 5)
+
+
+def test_listener_cap_keeps_saturated_and_dropping_ports_first() -> None:
+    t4, t6 = Table.TCP4, Table.TCP6
+    lengths = {t4: {p: 0 for p in range(2000, 4000)} | {3999: 9, 3998: 2}, t6: {p: 0 for p in range(10, 20)}}
+    limits = {t4: dict.fromkeys(lengths[t4], 128) | {3999: 8}, t6: dict.fromkeys(lengths[t6], 128)}
+    queues = ListenQueues(lengths, limits)
+    drops = {t4: dict.fromkeys(lengths[t4], 0) | {3000: 7}, t6: dict.fromkeys(lengths[t6], 0)}
+    kept = cap_listeners(queues, drops, 5)
+    assert {(t, p) for t, ports in queues.length.items() for p in ports} == {
+        (t4, 3999), (t4, 3000), (t6, 10), (t6, 11), (t6, 12)}  # full, dropping, then the lowest ports
+    assert kept[t4] == {3999: 0, 3000: 7} and queues.folded == 2010 - 5
+    assert set(queues.limit[t4]) == {3999, 3000}
