@@ -12,12 +12,14 @@
   drops all happened since it was created). Worked example: port 80's listener A at 7 drops, then A
   at 9 (+2), then A gone and B at 1 (+1): the counter reads 7, 9, 10. Totals of a port with no
   listener are kept, so a listener coming back continues from its old value; at most one entry per
-  (scope, table, port) exists, bounded by the port space.
+  (scope, table, port) exists, bounded by the port space. One counter serves the whole process
+  (``exporter.port_views.DROPS_COUNTER``), so a config reload does not start it over.
 """
 
 from __future__ import annotations
 
 import heapq
+import threading
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -118,12 +120,17 @@ class DropsCounter:
     def __init__(self) -> None:
         self._last: dict[tuple[str, Table], dict[int, int]] = {}  # listener id -> drops last seen
         self._total: dict[tuple[str, Table], dict[int, int]] = {}  # port -> total
+        self._lock = threading.Lock()  # two pipelines can collect at once while a reload swaps them
 
     def update(self, scope: str, tables: Iterable[ListenTable]) -> PortValues:
         """Account this scrape's listeners of ``scope``; return the totals of the ports listening now.
 
         Tables whose drops are unknown (None) are skipped and keep their state.
         """
+        with self._lock:
+            return self._update(scope, tables)
+
+    def _update(self, scope: str, tables: Iterable[ListenTable]) -> PortValues:
         out: PortValues = {}
         for lt in tables:
             if lt.drops is None:

@@ -47,12 +47,18 @@ def wants_detail(config: Config) -> tuple[bool, bool]:
     return counted, counted or config.listeners.enabled
 
 
-class Views:
-    """Holds what outlives one scrape (the drops counter, what was logged) for one config."""
+#: One per process, not per config: a reload builds a new Pipeline, and the drops counter must not
+#: start over (it would decrease). Shared by concurrent pipelines, it stays right: each update adds
+#: what changed since the previous one, whoever made it.
+DROPS_COUNTER = DropsCounter()
 
-    def __init__(self, config: Config, scope: str = "") -> None:
+
+class Views:
+    """The views of one config; what they log once is remembered here, the drops counter process-wide."""
+
+    def __init__(self, config: Config, scope: str = "", drops: DropsCounter = DROPS_COUNTER) -> None:
         self.config, self.scope = config, scope
-        self._drops = DropsCounter()
+        self._drops = drops
         self._logged: set[tuple[str, Table, str]] = set()
 
     @property

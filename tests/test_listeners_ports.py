@@ -11,8 +11,10 @@ counters every few seconds), retried until they do.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -147,7 +149,7 @@ def test_drops_counter_survives_a_listener_restart(netns: Netns, tmp_path: Path)
 
     def drops(ss: SsTcp) -> object:
         return ss.drops
-    with running_exporter(netns, 9731, tmp_path / "stderr.log", "--config", str(views_config(tmp_path))):
+    with running_exporter(netns, 9731, tmp_path / "stderr.log", "--config", str(views_config(tmp_path))) as exporter:
         def scrape() -> str:
             [(status, body)] = http(netns, 9731)
             assert status == 200, body
@@ -166,6 +168,14 @@ def test_drops_counter_survives_a_listener_restart(netns: Netns, tmp_path: Path)
         after = listener_figures(s2)[2][key]
         assert after == before + kernel_now  # the new listener's drops on top; never a decrease
         assert kernel_now < before, f"kernel count {kernel_now} did not drop below {before}: proves nothing"
+        cfg = views_config(tmp_path)  # a changed config: the reload builds a new pipeline, the counter goes on
+        cfg.write_text(cfg.read_text().replace("top: 3", "top: 4"))
+        exporter.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "config reloaded" not in (tmp_path / "stderr.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        s3, ss3 = stable(netns, scrape, part=drops)
+        assert listener_figures(s3)[2][key] == after + ss3.drops[(key[0], BACKLOG)] - kernel_now
 
 
 @pytest.mark.root
