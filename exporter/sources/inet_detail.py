@@ -24,6 +24,11 @@ from ..model import InetColumns
 DETAIL_AT, DETAIL_LEN = 20, 60  # message offset and length of the kept bytes
 DETAIL_WORDS = DETAIL_LEN // 4
 _RQUEUE, _WQUEUE = 13, 14
+#: The record words :func:`inet_columns` reads, per family: a strided chunk copies only these.
+COLUMN_WORDS: dict[int, tuple[int, ...]] = {
+    socket.AF_INET: (0, 1, 5, _RQUEUE, _WQUEUE),
+    socket.AF_INET6: (0, 1, 2, 3, 4, 5, 6, 7, 8, _RQUEUE, _WQUEUE),
+}
 
 
 def inet_columns(records: bytes | bytearray, family: int) -> InetColumns:

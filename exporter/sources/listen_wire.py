@@ -44,7 +44,7 @@ class _ListenDump(_Dump):
     __slots__ = ("drops", "has_drops")
 
     def __init__(self, table: Table) -> None:
-        super().__init__(table.name, table.family, detail=True)
+        super().__init__(table.name, table.family, True, (0, _COOKIE, _COOKIE + 1, _RQUEUE, _WQUEUE))
         self.drops = array("I")
         self.has_drops = True
 

@@ -42,7 +42,7 @@ from array import array
 from collections.abc import Iterable
 
 from ..model import SocketTable, SourceError, Table
-from .inet_detail import DETAIL_AT, DETAIL_LEN, DETAIL_WORDS, inet_columns
+from .inet_detail import COLUMN_WORDS, DETAIL_AT, DETAIL_LEN, DETAIL_WORDS, inet_columns
 
 Chunk = bytes | bytearray | memoryview
 
@@ -78,9 +78,10 @@ class NetlinkDumpInterrupted(NetlinkDumpError):
 class _Dump:
     """Columns of one dump being decoded, fed one recv chunk at a time."""
 
-    __slots__ = ("detail", "done", "family", "inodes", "keys", "name", "states")
+    __slots__ = ("detail", "detail_words", "done", "family", "inodes", "keys", "name", "states")
 
-    def __init__(self, name: str, family: int, detail: bool = False) -> None:
+    def __init__(self, name: str, family: int, detail: bool = False,
+                 detail_words: tuple[int, ...] = tuple(range(DETAIL_WORDS))) -> None:
         self.name = name
         self.family = family
         self.keys = bytearray()  # UNIX: udiag_type per socket (inet needs none)
@@ -88,6 +89,7 @@ class _Dump:
         self.inodes = array("I")
         # inet with detail: message bytes 20..80 (id, expires, rqueue, wqueue) per socket, see inet_detail.py
         self.detail = bytearray() if detail else None
+        self.detail_words = detail_words  # the record words a strided chunk copies; the rest stay 0
         self.done = False
 
     def run(self, chunks: Iterable[Chunk], unix: bool) -> None:
@@ -128,10 +130,10 @@ class _Dump:
             return 0
         if key_at != 16:  # UNIX: keep udiag_type to split by type later
             self.keys += buf[key_at:end:length].tobytes()
-        elif self.detail is not None:  # 15 words per socket, each column one strided copy
+        elif self.detail is not None:  # 15 words per socket, each used column one strided copy
             rec = bytearray(DETAIL_LEN * count)
             view = memoryview(rec).cast("I")
-            for k in range(DETAIL_WORDS):
+            for k in self.detail_words:
                 view[k::DETAIL_WORDS] = words[DETAIL_AT // 4 + k :: step]
             self.detail += rec
         self.states += buf[state_at:end:length].tobytes()
@@ -231,7 +233,7 @@ def decode_inet_dump(chunks: Iterable[Chunk], table: Table, detail: bool = False
     """
     if table is Table.UNIX:
         raise ValueError("decode_inet_dump: UNIX dumps go to decode_unix_dump")
-    dump = _Dump(table.name, table.family, detail)
+    dump = _Dump(table.name, table.family, detail, COLUMN_WORDS[table.family])
     dump.run(chunks, unix=False)
     inet = None if dump.detail is None else inet_columns(dump.detail, table.family)
     return SocketTable(table, table.sock_types[0], bytes(dump.states), dump.inodes, inet)
