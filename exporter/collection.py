@@ -39,6 +39,7 @@ from .config import DEFAULT_COLLECTION_TIMEOUT, Config
 from .kinds import tables_for
 from .model import Table
 from .owner_cache import OwnerCache
+from .port_views import Views, ViewsResult, wants_detail
 from .procfs_check import owner_scan_blocked
 from .sources import TableReader
 from .stage import Stage, StageTimer
@@ -56,6 +57,7 @@ class Collection:
     source_of: dict[Table, str] = field(default_factory=dict)
     fallback: bool = False
     owner_scan: owners.OwnerScan | None = None  # None: no per-process breakdown, or the owner scan failed
+    views: ViewsResult | None = None  # listeners, ports, ephemeral (port_views.py), when enabled
 
     @property
     def ok(self) -> bool:
@@ -68,13 +70,15 @@ class Pipeline:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.tables = tables_for(config.kinds)
-        self._sources = TableReader(config.source, config.procfs, self.tables)
+        self._views = Views(config)
+        self._sources = TableReader(config.source, config.procfs, self.tables, *wants_detail(config))
         # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
         self._owner_cache = OwnerCache()
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
         tables, source_of, fallback = self._sources.read(stages)
+        views = self._views.collect(tables, source_of, stages) if self._views.enabled else None
         counts = Counts(totals=count_totals(tables, source_of))
         scan = None
         if config.per_process.enabled:
@@ -101,7 +105,7 @@ class Pipeline:
                 log.error("owner scan of %s failed: %s", config.procfs, problem)
             timer.done()
         return Collection(config=config, counts=counts, stages=stages, source_of=source_of,
-                          fallback=fallback, owner_scan=scan)
+                          fallback=fallback, owner_scan=scan, views=views)
 
 
 class CollectionTimeout(Exception):

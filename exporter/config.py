@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config_views import VIEW_KEYS, EphemeralConfig, ListenersConfig, PortsConfig, parse_views
 from .kinds import KINDS
 from .strict_yaml import MAX_SHOWN, YamlRefused, read_capped
 from .strict_yaml import load as load_yaml
@@ -69,6 +70,9 @@ class Config:
     procfs: str = "/proc"
     log_level: str = "info"
     collection_timeout: float = DEFAULT_COLLECTION_TIMEOUT  # seconds; collection.py SharedCollection
+    listeners: ListenersConfig = field(default_factory=ListenersConfig)
+    ports: PortsConfig = field(default_factory=PortsConfig)
+    ephemeral: EphemeralConfig = field(default_factory=EphemeralConfig)
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -108,7 +112,7 @@ def parse_config(text: str, where: str) -> Config:
     if data is None:
         raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
     _want(where, "", data, dict, "a mapping at the top level")
-    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection"))
+    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection", *VIEW_KEYS))
     defaults = Config()
     kinds = data.get("kinds", list(defaults.kinds))
     _want(where, "kinds", kinds, list, "a list of kinds")
@@ -160,7 +164,7 @@ def parse_config(text: str, where: str) -> Config:
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
                   listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level,
-                  collection_timeout=float(timeout))
+                  collection_timeout=float(timeout), **parse_views(where, data))
 
 
 def check_telemetry_path(value: str, where: str = "--web.telemetry-path", key: str = "") -> str:

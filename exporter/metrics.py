@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from .aggregate import SeriesKey
 from .collection import Collection, SharedCollection
 from .model import FAMILY_LABEL, TYPE_LABEL
+from .port_metrics import view_families
 from .reload import ExporterState, ReloadStatus
 from .sources import netlink
 from .version import __version__
@@ -75,6 +76,7 @@ class SocketMetricsCollector(Collector):
         c = state.collect()
         yield from _socket_families(c)
         yield from _health_families(c)
+        yield from view_families(c)  # listeners, ports, ephemeral: port_metrics.py
         if state.reload is not None:  # serving (not --once): reloads and collection deadlines exist
             yield from _reload_families(state.reload)
             yield CounterMetricFamily("socket_exporter_collection_timeouts", "Scrapes failed because the "

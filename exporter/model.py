@@ -92,17 +92,48 @@ def _empty_inodes() -> array[int]:
 
 
 @dataclass(slots=True)
+class InetColumns:
+    """Per-socket detail of an inet table, parallel to its ``states``: still columns, no object per socket.
+
+    ``sports``/``dports`` are host-order port numbers; ``rqueue``/``wqueue`` are ``idiag_rqueue`` /
+    ``idiag_wqueue`` (for LISTEN: accept queue length and backlog; otherwise bytes not yet read by the
+    application / not yet acknowledged by the peer). ``src``/``dst`` are the addresses as columns of
+    32-bit words in network byte order, one column for IPv4 and four for IPv6: socket ``i`` of a TCP6
+    table has local address ``b"".join(w[i].to_bytes(4, sys.byteorder) for w in src)``. Worked example,
+    one IPv4 socket 127.0.0.1:40000 -> 127.0.0.1:80: sports [40000], dports [80],
+    src (array("I", [0x0100007F]),) on a little-endian host.
+    """
+
+    sports: array[int]
+    dports: array[int]
+    rqueue: array[int]
+    wqueue: array[int]
+    src: tuple[array[int], ...]
+    dst: tuple[array[int], ...]
+
+    def __len__(self) -> int:
+        return len(self.sports)
+
+
+@dataclass(slots=True)
 class SocketTable:
-    """All sockets of one table and one socket type, as parallel columns (see module docstring)."""
+    """All sockets of one table and one socket type, as parallel columns (see module docstring).
+
+    ``inet`` holds the optional per-socket ports, queues and addresses (:class:`InetColumns`), decoded
+    only when a view that needs them (listeners, ports, ephemeral) is enabled; None otherwise.
+    """
 
     table: Table
     sock_type: int
     states: bytes = b""
     inodes: array[int] = field(default_factory=_empty_inodes)
+    inet: InetColumns | None = None
 
     def __post_init__(self) -> None:
         if len(self.states) != len(self.inodes):
             raise ValueError(f"{self.table.name}: {len(self.states)} states but {len(self.inodes)} inodes")
+        if self.inet is not None and len(self.inet) != len(self.states):
+            raise ValueError(f"{self.table.name}: {len(self.states)} states but {len(self.inet)} inet rows")
 
     def __len__(self) -> int:
         return len(self.states)
@@ -110,6 +141,24 @@ class SocketTable:
     @property
     def family(self) -> int:
         return self.table.family
+
+
+@dataclass(slots=True)
+class ListenTable:
+    """The LISTEN sockets of one TCP table, as columns: what the listeners view needs and no more.
+
+    ``rqueue`` is the accept queue length, ``limits`` the backlog (None when the source cannot tell:
+    /proc/net/tcp prints no backlog), ``drops`` SK_MEMINFO_DROPS per listener (None when unknown:
+    /proc, or a kernel older than 4.7), ``ids`` a per-listener identity (the socket cookie over
+    netlink) that lets the drops counter tell a restarted listener from the same one.
+    """
+
+    table: Table
+    sports: array[int]
+    rqueue: array[int]
+    limits: array[int] | None
+    drops: array[int] | None
+    ids: array[int]
 
 
 def status_name(table: Table, state: int) -> str:

@@ -116,6 +116,16 @@ def _config(workdir: Path) -> Path:
     return path
 
 
+#: The exporter's config in the stack: the optional views on, so their panels and rules have data.
+EXPORTER_CONFIG = "listeners: {enabled: true}\nports: {enabled: true}\nephemeral: {enabled: true}\n"
+
+
+def _exporter_config(workdir: Path) -> Path:
+    path = workdir / "socket_exporter.yml"
+    path.write_text(EXPORTER_CONFIG)
+    return path
+
+
 @contextmanager
 def prometheus_stack(ns: Netns, prometheus: str) -> Iterator[Stack]:
     """Exporter + Prometheus in ``ns``, ready (>= MIN_SCRAPES scrapes, rules evaluated) when yielded."""
@@ -125,7 +135,8 @@ def prometheus_stack(ns: Netns, prometheus: str) -> Iterator[Stack]:
         stack = Stack(ns, workdir, {})
         cleanup.callback(_stop, stack.procs)
         argvs = {
-            "exporter": [sys.executable, "-m", "exporter", "--web.listen-address", EXPORTER_ADDR],
+            "exporter": [sys.executable, "-m", "exporter", "--web.listen-address", EXPORTER_ADDR,
+                         "--config", str(_exporter_config(workdir))],
             "prometheus": [prometheus, f"--config.file={_config(workdir)}",
                            f"--storage.tsdb.path={workdir / 'tsdb'}",
                            f"--web.listen-address={PROMETHEUS_ADDR}"],

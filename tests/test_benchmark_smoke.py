@@ -34,7 +34,7 @@ def test_report_renders_every_row_and_target() -> None:
     assert all(label in text for label in ROWS.values())
     assert "8/10 answered 200" in text and "50.0 MB" in text
     targets = text.split("Targets at 100k:")[1]
-    assert targets.count("MET") + targets.count("MISSED") == 12
+    assert targets.count("MET") + targets.count("MISSED") == 14
 
 
 def test_shards_keep_each_hub_under_fd_setsize() -> None:

@@ -40,6 +40,7 @@ REQUIRED_PANELS = (
     "Sockets by status", "CLOSE_WAIT now", "SYN_SENT now", "Top processes by sockets",
     "Top processes by CLOSE_WAIT", "Sockets by family and type", "Collection stage duration",
     "Stage failure ratio", "Source in use",
+    "Accept queue against its limit", "CLOSE_WAIT by service port", "Ephemeral range in use (busiest destination)",
 )  # fmt: skip
 _SELECTOR = re.compile(r"\b([a-zA-Z_][\w:]*)\{([^}]*)\}")
 

@@ -85,6 +85,19 @@ MUTATIONS = [
     ("failure not averaged", "exporter_health", "1 - avg_over_time(socket_scrape_collector_success[5m])",
      "1 - socket_scrape_collector_success"),
     ("down for", "exporter_health", "for: 5m\n", "for: 0m\n"),
+    ("listen queue not against its limit", "listeners",
+     "socket_listen_queue_length >= socket_listen_queue_limit and", "socket_listen_queue_length >= 0 and"),
+    ("listen backlog-0 counted full", "listeners", "and socket_listen_queue_length > 0)", ")"),
+    ("listen drops floor", "listeners", "vector(5)\n", "vector(0.5)\n"),
+    ("listen drops as a level", "listeners", "increase(socket_listen_drops_total[5m])\n",
+     "socket_listen_drops_total\n"),
+    ("listen for", "listeners", 'for: 5m\n        labels:\n          severity: warning\n        annotations:\n'
+     '          summary: "Listener', 'for: 1m\n        labels:\n          severity: warning\n        annotations:\n'
+     '          summary: "Listener'),
+    ("ephemeral ratio", "listeners", "vector(0.75)", "vector(0.3)"),
+    ("ephemeral for", "listeners", 'for: 5m\n        labels:\n          severity: warning\n        annotations:\n'
+     '          summary: "Ephemeral', 'for: 0m\n        labels:\n          severity: warning\n        annotations:\n'
+     '          summary: "Ephemeral'),
 ]
 
 

@@ -49,8 +49,12 @@ def checked(read: list[SocketTable]) -> list[SocketTable]:
 class TableReader:
     """Reads the configured tables with the configured source; remembers which fallbacks it logged."""
 
-    def __init__(self, source: str, procfs_root: str, tables: Sequence[Table]) -> None:
+    def __init__(self, source: str, procfs_root: str, tables: Sequence[Table], detail: bool = False,
+                 proc_detail: bool = False) -> None:
         self.source, self.procfs_root, self.tables = source, procfs_root, tuple(tables)
+        # Inet detail columns (ports, queues, addresses): decoded only for the views that need them,
+        # which are TCP-only.
+        self.detail, self.proc_detail = detail, proc_detail
         self._fallback_logged: set[Table] = set()
         if source != "proc":
             self_metrics.expose_tables(self.tables)
@@ -79,7 +83,7 @@ class TableReader:
         unavailable: dict[Table, SourceUnavailable] = {}
         for table in self.tables:
             try:
-                read.extend(checked(netlink.read_tables([table])))
+                read.extend(checked(netlink.read_tables([table], self.detail and table.has_tcp_states)))
                 served.append(table)
             except SourceUnavailable as exc:
                 unavailable[table] = exc
@@ -104,7 +108,8 @@ class TableReader:
         timer, read, served = StageTimer(stages, "proc"), [], []
         for table in wanted:
             try:
-                read.extend(checked(procfs.read_tables(self.procfs_root, [table])))
+                read.extend(checked(procfs.read_tables(self.procfs_root, [table],
+                                                       self.proc_detail and table.has_tcp_states)))
                 served.append(table)
             except (SourceError, OSError) as exc:
                 timer.success = False

@@ -54,8 +54,9 @@ import pyroute2
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req, unix_diag_req
 
-from ..model import SocketTable, SourceUnavailable, Table
+from ..model import ListenTable, SocketTable, SourceUnavailable, Table
 from ..self_metrics import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
+from .listen_wire import INET_DIAG_SKMEMINFO, LISTEN_STATE, decode_listen_dump
 from .netlink_wire import (
     NLM_F_DUMP_INTR,
     NLMSG_HDRLEN,
@@ -103,6 +104,21 @@ def diag_request(table: Table) -> bytes:
     return bytes(req.data)
 
 
+@functools.cache
+def listen_request(table: Table) -> bytes:
+    """The dump request for the LISTEN sockets of a TCP table with INET_DIAG_SKMEMINFO (listen_wire.py)."""
+    req = inet_diag_req()
+    req["sdiag_family"] = table.family
+    req["sdiag_protocol"] = socket.IPPROTO_TCP
+    req["idiag_states"] = 1 << LISTEN_STATE
+    req["idiag_ext"] = 1 << (INET_DIAG_SKMEMINFO - 1)
+    req["header"]["type"] = SOCK_DIAG_BY_FAMILY
+    req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    req["header"]["sequence_number"] = 1
+    req.encode()
+    return bytes(req.data)
+
+
 def _open(table: Table) -> socket.socket:
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
@@ -116,12 +132,12 @@ def _open(table: Table) -> socket.socket:
     return sock
 
 
-def _chunks(sock: socket.socket, table: Table) -> Iterator[memoryview]:
+def _chunks(sock: socket.socket, table: Table, request: bytes | None = None) -> Iterator[memoryview]:
     """Send the request, then yield each recv's bytes (valid until the next one: the buffer is reused)."""
     buf = bytearray(RECV_BUFFER)
     view = memoryview(buf)
     try:
-        sock.sendto(diag_request(table), (0, 0))
+        sock.sendto(request or diag_request(table), (0, 0))
         while True:
             # MSG_TRUNC makes recv_into return the datagram's real length, so truncation shows.
             size = sock.recv_into(buf, 0, socket.MSG_TRUNC)
@@ -138,7 +154,8 @@ def _chunks(sock: socket.socket, table: Table) -> Iterator[memoryview]:
         raise NetlinkDumpError(f"{table.name}: netlink I/O failed: {exc}", exc.errno) from exc
 
 
-def _dump(table: Table, keep: list[bytes] | None = None, intr: list[bool] | None = None) -> list[SocketTable]:
+def _dump(table: Table, keep: list[bytes] | None = None, intr: list[bool] | None = None,
+          detail: bool = False) -> list[SocketTable]:
     """One dump of ``table`` on a fresh socket; ``keep`` collects the raw chunks (for recording).
 
     With ``intr`` given, an interrupted dump is decoded instead of raising, and ``intr`` gets True.
@@ -152,7 +169,7 @@ def _dump(table: Table, keep: list[bytes] | None = None, intr: list[bool] | None
         try:
             if table is Table.UNIX:
                 return decode_unix_dump(chunks)
-            return [decode_inet_dump(chunks, table)]
+            return [decode_inet_dump(chunks, table, detail)]
         except NetlinkDumpInterrupted:
             raise
         except NetlinkDumpError as exc:
@@ -191,18 +208,18 @@ def _accepting_interrupted(chunks: Iterator[memoryview], intr: list[bool]) -> It
         yield out
 
 
-def _dump_retrying(table: Table, keep: list[bytes] | None = None) -> list[SocketTable]:
+def _dump_retrying(table: Table, keep: list[bytes] | None = None, detail: bool = False) -> list[SocketTable]:
     for _ in range(INTERRUPTED_RETRIES):
         if keep is not None:
             keep.clear()
         try:
-            return _dump(table, keep)
+            return _dump(table, keep, detail=detail)
         except NetlinkDumpInterrupted:
             NETLINK_DUMP_RETRIES.labels(table.value).inc()
     if keep is not None:
         keep.clear()
     intr: list[bool] = []
-    result = _dump(table, keep, intr)
+    result = _dump(table, keep, intr, detail)
     if intr:
         NETLINK_DUMP_INTERRUPTED.labels(table.value).inc()
         log.warning("%s: netlink dump interrupted %d times in a row (socket table changing fast); publishing "
@@ -211,8 +228,10 @@ def _dump_retrying(table: Table, keep: list[bytes] | None = None) -> list[Socket
     return result
 
 
-def read_tables(tables: Sequence[Table]) -> list[SocketTable]:
+def read_tables(tables: Sequence[Table], detail: bool = False) -> list[SocketTable]:
     """Dump ``tables`` in order; UNIX yields three tables (STREAM, DGRAM, SEQPACKET).
+
+    ``detail`` adds the inet tables' ports, queues and addresses (:class:`~exporter.model.InetColumns`).
 
     Raises SourceUnavailable when netlink or a table's diag module is missing here, NetlinkDumpError
     (a SourceError) for other kernel errors. An interrupted dump is retried, then published (see the
@@ -220,5 +239,25 @@ def read_tables(tables: Sequence[Table]) -> list[SocketTable]:
     """
     out: list[SocketTable] = []
     for table in tables:
-        out.extend(_dump_retrying(table))
+        out.extend(_dump_retrying(table, detail=detail))
     return out
+
+
+def read_listeners(table: Table) -> ListenTable:
+    """The LISTEN sockets of a TCP table with their drop counters (exporter/sources/listen_wire.py).
+
+    An interrupted dump is retried like the bulk ones; if every attempt is interrupted, it raises:
+    listeners are few, so a dump that never holds still is an error worth seeing, not a near-count.
+    """
+    for attempt in range(INTERRUPTED_RETRIES + 1):
+        with _open(table) as sock:
+            try:
+                return decode_listen_dump(_chunks(sock, table, listen_request(table)), table)
+            except NetlinkDumpInterrupted:
+                if attempt == INTERRUPTED_RETRIES:
+                    raise
+            except NetlinkDumpError as exc:
+                if exc.errno in _NO_DIAG_MODULE:
+                    raise SourceUnavailable(f"{table.name}: kernel has no sock_diag for it: {exc}") from exc
+                raise
+    raise AssertionError("unreachable")

@@ -42,6 +42,7 @@ from array import array
 from collections.abc import Iterable
 
 from ..model import SocketTable, SourceError, Table
+from .inet_detail import COLUMN_WORDS, DETAIL_AT, DETAIL_LEN, DETAIL_WORDS, inet_columns
 
 Chunk = bytes | bytearray | memoryview
 
@@ -77,14 +78,18 @@ class NetlinkDumpInterrupted(NetlinkDumpError):
 class _Dump:
     """Columns of one dump being decoded, fed one recv chunk at a time."""
 
-    __slots__ = ("done", "family", "inodes", "keys", "name", "states")
+    __slots__ = ("detail", "detail_words", "done", "family", "inodes", "keys", "name", "states")
 
-    def __init__(self, name: str, family: int) -> None:
+    def __init__(self, name: str, family: int, detail: bool = False,
+                 detail_words: tuple[int, ...] = tuple(range(DETAIL_WORDS))) -> None:
         self.name = name
         self.family = family
         self.keys = bytearray()  # UNIX: udiag_type per socket (inet needs none)
         self.states = bytearray()
         self.inodes = array("I")
+        # inet with detail: message bytes 20..80 (id, expires, rqueue, wqueue) per socket, see inet_detail.py
+        self.detail = bytearray() if detail else None
+        self.detail_words = detail_words  # the record words a strided chunk copies; the rest stay 0
         self.done = False
 
     def run(self, chunks: Iterable[Chunk], unix: bool) -> None:
@@ -125,6 +130,12 @@ class _Dump:
             return 0
         if key_at != 16:  # UNIX: keep udiag_type to split by type later
             self.keys += buf[key_at:end:length].tobytes()
+        elif self.detail is not None:  # 15 words per socket, each used column one strided copy
+            rec = bytearray(DETAIL_LEN * count)
+            view = memoryview(rec).cast("I")
+            for k in self.detail_words:
+                view[k::DETAIL_WORDS] = words[DETAIL_AT // 4 + k :: step]
+            self.detail += rec
         self.states += buf[state_at:end:length].tobytes()
         self.inodes.frombytes(words[inode_at // 4 :: step].tobytes())
         return end
@@ -133,6 +144,7 @@ class _Dump:
         n, family = len(buf), self.family
         off = self._strided(buf, _INET_MIN, 16, 17, 84)
         unpack, add_state, add_inode = _INET.unpack_from, self.states.append, self.inodes.append
+        detail = self.detail
         while off < n:
             # Fast path: a well-formed data message. Anything else goes to _control.
             while off <= n - _INET_MIN:
@@ -147,6 +159,8 @@ class _Dump:
                     break
                 add_state(state)
                 add_inode(inode)
+                if detail is not None:
+                    detail += buf[off + DETAIL_AT : off + DETAIL_AT + DETAIL_LEN]
                 off += (length + 3) & ~3
             if off < n:
                 off = self._control(buf, off, _INET_MIN)
@@ -207,8 +221,10 @@ class _Dump:
         return off + ((length + 3) & ~3)
 
 
-def decode_inet_dump(chunks: Iterable[Chunk], table: Table) -> SocketTable:
+def decode_inet_dump(chunks: Iterable[Chunk], table: Table, detail: bool = False) -> SocketTable:
     """Decode one TCP or UDP dump (the chunks of successive recv calls, or one recorded blob).
+
+    With ``detail``, the table also gets :class:`~exporter.model.InetColumns` (ports, queues, addresses).
 
     >>> listen = _INET.pack(88, SOCK_DIAG_BY_FAMILY, 2, socket.AF_INET, 10, 8095)  # no rtattrs
     >>> t = decode_inet_dump([listen + _DONE], Table.TCP4)
@@ -217,9 +233,10 @@ def decode_inet_dump(chunks: Iterable[Chunk], table: Table) -> SocketTable:
     """
     if table is Table.UNIX:
         raise ValueError("decode_inet_dump: UNIX dumps go to decode_unix_dump")
-    dump = _Dump(table.name, table.family)
+    dump = _Dump(table.name, table.family, detail, COLUMN_WORDS[table.family])
     dump.run(chunks, unix=False)
-    return SocketTable(table, table.sock_types[0], bytes(dump.states), dump.inodes)
+    inet = None if dump.detail is None else inet_columns(dump.detail, table.family)
+    return SocketTable(table, table.sock_types[0], bytes(dump.states), dump.inodes, inet)
 
 
 def decode_unix_dump(chunks: Iterable[Chunk]) -> list[SocketTable]:

@@ -144,8 +144,10 @@ def parse_unix_lines(lines: Iterable[bytes], *, path: str = "/proc/net/unix") ->
     ]
 
 
-def read_tables(procfs: str, tables: Sequence[Table]) -> list[SocketTable]:
+def read_tables(procfs: str, tables: Sequence[Table], detail: bool = False) -> list[SocketTable]:
     """Read ``{procfs}/net/<table>`` for each table, in order (UNIX yields three tables).
+
+    ``detail`` adds the inet tables' ports, queues and addresses (:mod:`.procfs_inet`).
 
     A missing file raises :class:`SourceUnavailable` (this source cannot work here: /proc not
     mounted, or IPv6 disabled with ``ipv6.disable=1`` for tcp6/udp6). psutil silently treats a
@@ -167,6 +169,10 @@ def read_tables(procfs: str, tables: Sequence[Table]) -> list[SocketTable]:
             lines.pop()
         if table is Table.UNIX:
             out.extend(parse_unix_lines(lines, path=path))
+        elif detail:
+            from .procfs_inet import parse_inet_detail_lines  # imports this module: not at the top
+
+            out.append(parse_inet_detail_lines(lines, table, path=path))
         else:
             out.append(parse_inet_lines(lines, table, path=path))
     return out

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.config import Config, PerProcessConfig
 from exporter.metrics import SocketMetricsCollector
 from exporter.reload import ExporterState
+from tests.benchmark import ports
 
 Sample = tuple[float, float]  # wall seconds, CPU seconds
 TICK = os.sysconf("SC_CLK_TCK")
@@ -129,6 +130,7 @@ def measurements(cfg: dict[str, Any]) -> dict[str, Callable[[], tuple[Sample, in
     out["ss -tanp"] = lambda: timed_child(["ss", "-tanp"])
     if cfg.get("node_port"):
         out["node_exporter tcpstat"] = lambda: timed_http(cfg["node_port"], cfg["node_pid"])
+    out.update(ports.measurements(timed_self))  # listeners/ports/ephemeral views (tests/benchmark/ports.py)
     return out
 
 

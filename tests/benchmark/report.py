@@ -10,6 +10,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from tests.benchmark import ports
+
 MB = 1 << 20
 #: harness name -> row label, in table order. "[tcp]"/"[all]" is the exporter's ``kinds``.
 ROWS = {
@@ -29,6 +31,7 @@ ROWS = {
     "ss -tanp": "ss -tanp",
     "node_exporter tcpstat": "node_exporter tcpstat scrape",
 }
+ROWS.update(ports.ROWS)  # the listeners/ports/ephemeral views' rows (tests/benchmark/ports.py)
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Case:
 
 def psutil_peer(name: str) -> str:
     """The psutil run a row is compared with: same kinds ([all] rows and the server vs 'all')."""
+    if name in ports.ROWS:
+        return "psutil inet ports"
     return "psutil all" if " all " in f" {name} " or "HTTP" in name else "psutil tcp"
 
 
@@ -121,6 +126,7 @@ def targets(cases: list[Case], flat_scrapes: int) -> list[str]:
     if big is not small:
         for name in ("exporter netlink all owners", "exporter netlink tcp counts", "exporter HTTP scrape"):
             check(f"{name}: time at {big.name} / at {small.name}", ratio(m(name), small.median(name)), 12, True)
+    ports.targets(m, check)
     conc = big.result["concurrency"]
     n = max(conc, key=lambda k: int(k) if k.isdigit() else 0)
     check(f"server CPU of {n} concurrent scrapes / of 1",

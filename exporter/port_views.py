@@ -1,0 +1,116 @@
+"""The listeners, ports and ephemeral views in one collection: their I/O, stages and error handling.
+
+Pure counting lives in :mod:`exporter.listeners`, :mod:`exporter.ports` and :mod:`exporter.ephemeral`;
+this module reads what they need beyond the socket tables (the listeners' own dump with drop counters,
+the ephemeral range sysctls), times each as a stage and decides what is *unavailable* rather than 0:
+
+* over netlink, listeners come from a LISTEN-only dump with INET_DIAG_SKMEMINFO (stage ``listeners``);
+  a kernel older than 4.7 sends no drop counter, so drops are unavailable (reason ``kernel``);
+* over /proc, listeners are the LISTEN rows of /proc/net/tcp*: the accept queue length is there, the
+  backlog and the drops are not (reason ``proc``). Each unavailable (metric, table) is exported as
+  ``socket_metric_unavailable 1`` and logged once, and the metric's series are absent, never 0.
+* a table that failed to read is in neither view: its series are absent, as in ``socket_connections``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .config import Config
+from .ephemeral import EphemeralUse, ephemeral_use, read_range
+from .listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
+from .model import ListenTable, SocketTable, SourceError, Table
+from .ports import PortCounts, count_ports
+from .sources import netlink
+from .sources.procfs_inet import listeners_of
+from .stage import Stage, StageTimer
+
+log = logging.getLogger(__name__)
+QUEUE_LIMIT, DROPS = "socket_listen_queue_limit", "socket_listen_drops_total"
+
+
+@dataclass
+class ViewsResult:
+    listeners: ListenQueues | None = None
+    drops: PortValues = field(default_factory=dict)
+    #: (metric, table, reason): metrics the source could not give for that table this scrape.
+    unavailable: list[tuple[str, Table, str]] = field(default_factory=list)
+    ports: PortCounts | None = None
+    ephemeral: EphemeralUse | None = None
+
+
+def wants_detail(config: Config) -> tuple[bool, bool]:
+    """(decode inet detail over netlink, parse it from /proc): only what the enabled views need."""
+    counted = config.ports.enabled or config.ephemeral.enabled
+    return counted, counted or config.listeners.enabled
+
+
+#: One per process, not per config: a reload builds a new Pipeline, and the drops counter must not
+#: start over (it would decrease). Shared by concurrent pipelines, it stays right: each update adds
+#: what changed since the previous one, whoever made it.
+DROPS_COUNTER = DropsCounter()
+
+
+class Views:
+    """The views of one config; what they log once is remembered here, the drops counter process-wide."""
+
+    def __init__(self, config: Config, scope: str = "", drops: DropsCounter = DROPS_COUNTER) -> None:
+        self.config, self.scope = config, scope
+        self._drops = drops
+        self._logged: set[tuple[str, Table, str]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        c = self.config
+        return c.listeners.enabled or c.ports.enabled or c.ephemeral.enabled
+
+    def collect(self, tables: Sequence[SocketTable], source_of: Mapping[Table, str],
+                stages: list[Stage]) -> ViewsResult:
+        c, out = self.config, ViewsResult()
+        tcp = [st for st in tables if st.table.has_tcp_states and st.table in source_of]
+        if c.listeners.enabled:
+            self._listeners(tcp, source_of, stages, out)
+        if c.ports.enabled:
+            out.ports = count_ports(tcp, c.ports.always, c.ports.max_ports)
+        if c.ephemeral.enabled and tcp:
+            timer = StageTimer(stages, "ephemeral")
+            try:
+                low, high, reserved = read_range(c.procfs)
+                out.ephemeral = ephemeral_use(tcp, low, high, reserved, c.ephemeral.top)
+            except (OSError, ValueError) as exc:
+                timer.success = False
+                log.error("ephemeral port range unreadable under %s: %s", c.procfs, exc)
+            timer.done()
+        return out
+
+    def _listeners(self, tcp: Sequence[SocketTable], source_of: Mapping[Table, str], stages: list[Stage],
+                   out: ViewsResult) -> None:
+        timer, read = StageTimer(stages, "listeners"), list[ListenTable]()
+        for st in tcp:
+            if source_of[st.table] == "proc":
+                read.append(listeners_of(st))
+                continue
+            try:
+                read.append(netlink.read_listeners(st.table))
+            except (SourceError, OSError) as exc:
+                timer.success = False
+                log.error("listener dump failed for %s: %s", st.table.value, exc)
+        timer.done()
+        for lt in read:
+            reason = "proc" if source_of[lt.table] == "proc" else "kernel"
+            if lt.limits is None:
+                self._unavailable(out, QUEUE_LIMIT, lt.table, reason)
+            if lt.drops is None:
+                self._unavailable(out, DROPS, lt.table, reason)
+        out.listeners = listen_queues(read)
+        out.drops = cap_listeners(out.listeners, self._drops.update(self.scope, read), self.config.listeners.max_ports)
+
+    def _unavailable(self, out: ViewsResult, metric: str, table: Table, reason: str) -> None:
+        item = (metric, table, reason)
+        out.unavailable.append(item)
+        if item not in self._logged:  # once per process life: it will not change by itself
+            self._logged.add(item)
+            log.warning("%s unavailable for %s: the %s source does not provide it", metric, table.value,
+                        "/proc" if reason == "proc" else "kernel's (< 4.7) netlink")
