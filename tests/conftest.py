@@ -70,6 +70,7 @@ SLOW_TESTS = (
     "tests/test_fallback.py::*",
     "tests/test_fuzz_parsers.py::*",
     "tests/test_golden_exposition.py::*",
+    "tests/test_healthcheck.py::*",
     "tests/test_http_load.py::*",
     "tests/test_http_scrape.py::*",
     "tests/test_http_server.py::*time*out*",
@@ -89,7 +90,7 @@ SLOW_TESTS = (
 )
 
 #: A test not marked slow that takes longer than this is named in the summary of a "not slow" run.
-FAST_BUDGET_S = 1.0
+FAST_BUDGET_S = 2.0
 
 
 def is_slow(item: pytest.Item) -> bool:
