@@ -249,7 +249,7 @@ def test_hardened_unit_lets_the_exporter_run(tmp_path: Path) -> None:
     assert "AF_NETLINK" in families and families <= set(unit["RestrictAddressFamilies"][-1].split())
 
 
-PATCH = K8S / "tls-auth.patch.yaml"
+PATCH = K8S / "patches/tls-auth.yaml"
 #: strategic-merge keys of the lists this patch touches (k8s.io/api core/v1 patchMergeKey)
 MERGE_KEYS = {"containers": "name", "env": "name", "volumeMounts": "mountPath", "volumes": "name"}
 
@@ -314,3 +314,12 @@ def test_tls_auth_patch_validates_and_its_probes_speak_tls_and_auth(tmp_path: Pa
     merged.write_text(yaml.safe_dump(ds))
     proc = subprocess.run([tool, "--strict", "--quiet", "-k", "1.30.0", str(merged)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kubectl_apply_of_the_directory_gets_only_whole_objects() -> None:
+    """``kubectl apply -f config/kubernetes/`` (the DaemonSet's header) reads every file there, not
+    the patches/ below it: a patch there, with no apiVersion or kind, would fail the apply."""
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in docs(path.name):
+            assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
+    assert PATCH.parent != K8S and "kind" not in yaml.safe_load(PATCH.read_text())
