@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # socket_exporter container image. Build (from the repository root):
-#   docker build --build-arg VERSION="$(python3 -c 'from exporter.version import __version__ as v; print(v)')" \
+#   docker build --build-arg VERSION="$(.venv/bin/python -c 'from exporter.version import __version__ as v; print(v)')" \
 #     -t socket-exporter:latest .
 #
 # Default run (non-root, no capabilities): counts every socket of the network namespace it runs in,
