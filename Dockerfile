@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # socket_exporter container image. Build (from the repository root):
-#   docker build --build-arg VERSION="$(python3 -c 'from exporter.version import __version__ as v; print(v)')" \
+#   docker build --build-arg VERSION="$(.venv/bin/python -c 'from exporter.version import __version__ as v; print(v)')" \
 #     -t socket-exporter:latest .
 #
 # Default run (non-root, no capabilities): counts every socket of the network namespace it runs in,
@@ -16,7 +16,8 @@
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
-# ---- build: the wheel, then a virtual environment with the wheel and its dependencies
+# ---- build: the wheel, then a virtual environment with the wheel and its dependencies, bcrypt
+# included (the [auth] extra: basic_auth_users in a --web.config.file needs it)
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -25,7 +26,7 @@ COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
 RUN python -m build --wheel --outdir /dist . \
     && python -m venv /opt/socket-exporter \
-    && /opt/socket-exporter/bin/pip install --no-cache-dir /dist/*.whl \
+    && /opt/socket-exporter/bin/pip install --no-cache-dir "$(echo /dist/*.whl)[auth]" \
     && /opt/socket-exporter/bin/socket-exporter --version
 
 # ---- runtime: the same base, the virtual environment, a non-root user; no compiler, no build tools
@@ -44,7 +45,9 @@ COPY --from=build /opt/socket-exporter /opt/socket-exporter
 ENV PATH=/opt/socket-exporter/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 9731/tcp
-# The image has no curl: the interpreter fetches /-/healthy. Change the URL if --web.listen-address changes.
+# The image has no curl. exporter/healthcheck.py fetches /-/healthy where the exporter listens: it
+# reads the entrypoint's flags (--web.listen-address, --web.config.file: TLS), and basic-auth
+# credentials from SOCKET_EXPORTER_HEALTHCHECK_USERNAME and _PASSWORD_FILE (README.md, "Deployment").
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["/opt/socket-exporter/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9731/-/healthy', timeout=4)"]
+    CMD ["/opt/socket-exporter/bin/python", "-m", "exporter.healthcheck"]
 ENTRYPOINT ["/opt/socket-exporter/bin/socket-exporter"]

@@ -247,3 +247,79 @@ def test_hardened_unit_lets_the_exporter_run(tmp_path: Path) -> None:
     assert used <= allowed, f"blocked by SystemCallFilter: {sorted(used - allowed)}"
     families = set(re.findall(r"^\d+\s+socket\((AF_\w+)", text, re.M))
     assert "AF_NETLINK" in families and families <= set(unit["RestrictAddressFamilies"][-1].split())
+
+
+PATCH = K8S / "patches/tls-auth.yaml"
+#: strategic-merge keys of the lists this patch touches (k8s.io/api core/v1 patchMergeKey)
+MERGE_KEYS = {"containers": "name", "env": "name", "volumeMounts": "mountPath", "volumes": "name"}
+
+
+def strategic_merge(base: Any, patch: Any, key: str = "") -> Any:
+    """What ``kubectl patch --type strategic`` does for the fields used here: maps merge, null
+    deletes, keyed lists merge by their key, other lists (args, command) are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = strategic_merge(base.get(k), v, k) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and key in MERGE_KEYS:
+        by = MERGE_KEYS[key]
+        out_list = [dict(x) for x in base]
+        for item in patch:
+            match = [i for i, x in enumerate(out_list) if x[by] == item[by]]
+            if match:
+                out_list[match[0]] = strategic_merge(out_list[match[0]], item)
+            else:
+                out_list.append(item)
+        return out_list
+    return patch
+
+
+def patched_daemonset() -> dict[str, Any]:
+    ds = kind("daemonset.yaml", "DaemonSet")
+    return strategic_merge(ds, yaml.safe_load(PATCH.read_text()))  # type: ignore[no-any-return]
+
+
+def test_tls_auth_patch_validates_and_its_probes_speak_tls_and_auth(tmp_path: Path) -> None:
+    from exporter.healthcheck import parse_flags
+
+    ds = patched_daemonset()
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = build_parser().parse_args(c["args"])
+    original = build_parser().parse_args(container()["args"])
+    assert (args.procfs, args.listen_address) == (original.procfs, original.listen_address), "args repeated"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    python = re.search(r'ENTRYPOINT \["([^"]+)/socket-exporter"\]', dockerfile)[1] + "/python"  # type: ignore[index]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert "httpGet" not in c[probe], probe
+        command = c[probe]["exec"]["command"]
+        assert command[:3] == [python, "-m", "exporter.healthcheck"], command
+        flags = parse_flags(command[3:])
+        assert (flags.listen_address, flags.web_config_file) == (args.listen_address, args.web_config_file)
+        assert c[probe]["timeoutSeconds"] == container()[probe]["timeoutSeconds"], "kept from the DaemonSet"
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "web-config"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "web-config"]
+    assert mount["readOnly"] is True and "secretName" in volume["secret"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    for path in (args.web_config_file, env["SOCKET_EXPORTER_HEALTHCHECK_PASSWORD_FILE"]):
+        assert Path(path).parent == Path(mount["mountPath"]), path
+    assert {m["name"] for m in c["volumeMounts"]} == {"proc", "web-config"}, "the /proc mount is kept"
+    assert c["securityContext"] == container()["securityContext"]
+    tool = require_tool("kubernetes-validate")
+    merged = tmp_path / "daemonset-tls.yaml"
+    merged.write_text(yaml.safe_dump(ds))
+    proc = subprocess.run([tool, "--strict", "--quiet", "-k", "1.30.0", str(merged)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kubectl_apply_of_the_directory_gets_only_whole_objects() -> None:
+    """``kubectl apply -f config/kubernetes/`` (the DaemonSet's header) reads every file there, not
+    the patches/ below it: a patch there, with no apiVersion or kind, would fail the apply."""
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in docs(path.name):
+            assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
+    assert PATCH.parent != K8S and "kind" not in yaml.safe_load(PATCH.read_text())

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from exporter.version import __version__
+from tests._certs import make_pki
 from tests._http import free_port
 from tests._require import require_module, require_tool
 from tests.test_deploy_manifests import exporter_server, get
@@ -190,7 +192,10 @@ def test_dockerfile_shape() -> None:
     assert of("EXPOSE", FINAL) == ["9731/tcp"]
     assert of("ENTRYPOINT", FINAL)[-1].startswith("["), "exec form"
     health = of("HEALTHCHECK", FINAL)[-1]
-    assert " CMD [" in health and "http://127.0.0.1:9731/-/healthy" in health
+    entrypoint = json.loads(of("ENTRYPOINT", FINAL)[-1])
+    # exec form, no arguments: exporter/healthcheck.py reads the entrypoint's flags (TLS, address)
+    assert json.loads(health.split(" CMD ", 1)[1]) == [str(Path(entrypoint[0]).parent / "python"), "-m",
+                                                       "exporter.healthcheck"]
     labels = assignments(" ".join(of("LABEL", FINAL)), {"PYTHON_IMAGE": bases[-1], "VERSION": __version__})
     for key in ("title", "description", "version", "licenses", "base.name"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
@@ -210,7 +215,8 @@ def test_build_context_holds_what_the_build_reads_and_nothing_else() -> None:
 
 def test_image_build_installs_the_wheel_and_runs_once(image: Image) -> None:
     python = Path(image.entrypoint[0]).parent / "python"
-    where = _run([str(python), "-c", "import exporter, importlib.metadata as m; "
+    # bcrypt too: the image must serve basic_auth_users (the [auth] extra)
+    where = _run([str(python), "-c", "import bcrypt, exporter, importlib.metadata as m; "
                   "print(exporter.__file__); print(m.version('socket-exporter'))"], cwd="/")
     file, version = where.stdout.split()
     assert file.startswith(str(image.root)) and "site-packages" in file, "not the installed wheel"
@@ -224,13 +230,42 @@ def test_image_build_installs_the_wheel_and_runs_once(image: Image) -> None:
 
 def test_image_server_answers_and_its_healthcheck_tells(image: Image) -> None:
     port = free_port()
-    check = [a.replace(":9731", f":{port}") for a in image.healthcheck]
+    # flags given explicitly: on a shared host the check's discovery (one exporter in its mount
+    # namespace) would find several; tests/test_healthcheck.py tests discovery in its own namespace
+    check = [*image.healthcheck, f"--web.listen-address=127.0.0.1:{port}"]
     with exporter_server([*image.entrypoint, f"--web.listen-address=127.0.0.1:{port}"], port, image.env):
         assert get(port, "/-/healthy")[0] == 200
         status, body = get(port, "/metrics")
         assert status == 200 and BUILD_INFO.findall(body) == [__version__]
         assert _run(check, env=image.env).returncode == 0
     assert _run(check, env=image.env).returncode != 0, "the healthcheck must fail with the server down"
+
+
+def test_image_healthcheck_with_tls_and_basic_auth(image: Image, tmp_path: Path) -> None:
+    """README's way to keep the HEALTHCHECK working with --web.config.file: credentials in the env."""
+    require_module("bcrypt")
+    import bcrypt
+
+    pki = make_pki(tmp_path / "pki")
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    web.write_text(f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
+                   f"basic_auth_users:\n  healthcheck: '{hashed}'\n")
+    port = free_port()
+    flags = [f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={web}"]
+    env = {**image.env, "SOCKET_EXPORTER_HEALTHCHECK_USERNAME": "healthcheck",
+           "SOCKET_EXPORTER_HEALTHCHECK_PASSWORD": "s3cret"}
+    proc = subprocess.Popen([*image.entrypoint, *flags], env=image.env, cwd="/", stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while (ok := _run([*image.healthcheck, *flags], env=env)).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, ok.stderr
+            time.sleep(0.2)
+        without = _run([*image.healthcheck, *flags], env=image.env)
+        assert without.returncode == 1 and "answered 401" in without.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_python_build_makes_an_sdist_and_wheel_that_install_and_run(tmp_path: Path) -> None:
