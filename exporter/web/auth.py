@@ -17,7 +17,7 @@
   queue for the (bounded, separate) bcrypt pool in exporter/web/server.py. The cost: a memory dump
   of the exporter holds HMACs of recently used passwords, which are as sensitive as the passwords.
 
-bcrypt is an optional dependency (``pip install 'socket-exporter[auth]'``), imported only when a web
+bcrypt is an optional dependency (``pip install '.[auth]'`` from the source tree), imported only when a web
 config has users, so plain deployments do not need it.
 """
 

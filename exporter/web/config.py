@@ -207,7 +207,8 @@ def _users(where: str, users: Any) -> dict[str, bytes]:
                         "($2a$, $2b$ or $2y$, cost 04-31, 53 more characters), e.g. from htpasswd -nBC 10")
         checked[user] = hashed.encode()
     if checked and not bcrypt_available():
-        raise _fail(where, "basic_auth_users", "needs the bcrypt module: pip install 'socket-exporter[auth]'")
+        raise _fail(where, "basic_auth_users",
+                    "needs the bcrypt module: pip install bcrypt (or '.[auth]' from the source tree)")
     return checked
 
 
