@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from .collection import Pipeline, SharedCollection
-from .config import SOURCES, Config, ConfigError, load_config, parse_listen_address, with_overrides
+from .config import NETWORK_NAMESPACES, SOURCES, Config, ConfigError, load_config, parse_listen_address, with_overrides
 from .metrics import SocketMetricsCollector
 from .reload import ExporterState, Reloader, reload_on_sighup
 from .version import __version__
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic-auth config, exporter-toolkit's web-config.yml format (default: plain HTTP)")
     p.add_argument("--source", choices=SOURCES, help="where socket tables come from (default auto)")
+    p.add_argument("--network-namespaces", dest="network_namespaces", choices=NETWORK_NAMESPACES,
+                   help="own: the exporter's network namespace; all: every one on the host, split by pod "
+                   "(needs CAP_SYS_ADMIN for netlink; default own)")
     p.add_argument("--path.procfs", dest="procfs", metavar="DIR", help="procfs mount point (default /proc)")
     p.add_argument("--once", action="store_true",
                    help="collect once, print the exposition text to stdout and exit")
@@ -57,7 +60,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.telemetry_path is not None and not args.telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: got {args.telemetry_path!r}; want a path starting with /")
     return {"listen_address": args.listen_address, "telemetry_path": args.telemetry_path,
-            "source": args.source, "procfs": args.procfs, "log_level": args.log_level}
+            "source": args.source, "procfs": args.procfs, "log_level": args.log_level,
+            "network_namespaces": args.network_namespaces}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:

@@ -37,6 +37,8 @@ from .kinds import tables_for
 from .model import Table
 from .owner_cache import OwnerCache
 from .sources import TableReader
+from .sources.every_netns import EveryNamespace, NamespaceRead, merge
+from .sources.namespaces import own_inode
 from .stage import Stage, StageTimer
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Collection:
     source_of: dict[Table, str] = field(default_factory=dict)
     fallback: bool = False
     owner_scan: owners.OwnerScan | None = None
+    namespaces: list[NamespaceRead] | None = None  # network_namespaces: all (exporter/netns_metrics.py)
 
     @property
     def ok(self) -> bool:
@@ -67,11 +70,27 @@ class Pipeline:
         self._sources = TableReader(config.source, config.procfs, self.tables)
         # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
         self._owner_cache = OwnerCache()
+        self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
+        if config.network_namespaces == "all":
+            self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs))
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
         tables, source_of, fallback = self._sources.read(stages)
-        counts = Counts(totals=count_totals(tables, source_of))
+        served: set[Table] | dict[Table, str] = source_of
+        namespaces = None
+        if self._every is not None:
+            own = NamespaceRead(self._every.own_inode, "netlink", tables=tables, served=list(source_of), own=True)
+            if any(v == "proc" for v in source_of.values()):
+                own.result = "proc"
+            if not all(stage.success for stage in stages):
+                own.result = "failed"
+            namespaces = [own, *self._every.read(stages)]
+            tables, served = merge(own, namespaces[1:])
+            for ns in namespaces:
+                ns.counts = {k: n for k, n in count_totals(ns.tables, ns.served).items() if n}
+                ns.tables = []
+        counts = Counts(totals=count_totals(tables, served))
         scan = None
         if config.per_process.enabled:
             timer = StageTimer(stages, "owners")
@@ -89,7 +108,7 @@ class Pipeline:
                 log.error("owner scan of %s failed: %s", config.procfs, exc)
             timer.done()
         return Collection(config=config, counts=counts, stages=stages, source_of=source_of,
-                          fallback=fallback, owner_scan=scan)
+                          fallback=fallback, owner_scan=scan, namespaces=namespaces)
 
 
 class _Flight:

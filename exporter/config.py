@@ -38,6 +38,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 SOURCES = ("auto", "netlink", "proc")
 OWNER_LABELS = ("pid", "process")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+NETWORK_NAMESPACES = ("own", "all")
 
 
 class ConfigError(Exception):
@@ -63,6 +64,7 @@ class Config:
     telemetry_path: str = "/metrics"
     procfs: str = "/proc"
     log_level: str = "info"
+    network_namespaces: str = "own"  # all: every namespace on the host (README "Every network namespace")
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -102,7 +104,8 @@ def parse_config(text: str, where: str) -> Config:
     if data is None:
         raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
     _want(where, "", data, dict, "a mapping at the top level")
-    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log"))
+    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log",
+                                     "network_namespaces"))
     defaults = Config()
     kinds = data.get("kinds", list(defaults.kinds))
     _want(where, "kinds", kinds, list, "a list of kinds")
@@ -112,6 +115,8 @@ def parse_config(text: str, where: str) -> Config:
         if not isinstance(kind, str) or kind not in KINDS:  # a list item can be a list: unhashable
             raise _fail(where, f"kinds[{i}]", f"unknown kind {_show(kind)}; allowed: {', '.join(KINDS)}")
     source = _choice(where, "source", data.get("source", defaults.source), SOURCES)
+    netns = _choice(where, "network_namespaces", data.get("network_namespaces", defaults.network_namespaces),
+                    NETWORK_NAMESPACES)
 
     per_process = _want(where, "per_process", data.get("per_process", {}), dict, "a mapping")
     _check_keys(where, "per_process.", per_process, ("enabled", "labels", "max_owners"))
@@ -148,7 +153,8 @@ def parse_config(text: str, where: str) -> Config:
     level = _choice(where, "log.level", log.get("level", defaults.log_level), LOG_LEVELS)
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
-                  listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level)
+                  listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level,
+                  network_namespaces=netns)
 
 
 def load_config(path: str) -> Config:

@@ -24,6 +24,7 @@ from .aggregate import SeriesKey
 from .collection import Collection
 from .kinds import tables_for
 from .model import FAMILY_LABEL, TYPE_LABEL
+from .netns_metrics import namespace_families
 from .reload import ExporterState, ReloadStatus
 from .sources import netlink
 from .version import __version__
@@ -60,6 +61,7 @@ class SocketMetricsCollector(Collector):
         state = self._get_state()  # the one reference: config, collection and reload status agree
         c = state.collect()
         yield from _socket_families(c)
+        yield from namespace_families(c)
         yield from _health_families(c)
         yield from _netlink_families(c)
         if state.reload is not None:
