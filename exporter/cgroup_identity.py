@@ -19,7 +19,8 @@ Kubernetes, systemd driver: the UID's dashes become underscores (a dash is syste
 Static pods (manifests on disk) have a 32-hex UID without dashes (a hash of the manifest); it is
 returned as is, and it is also the UID in their ``/var/log/pods`` directory.
 Plain containers: Docker ``/docker/<id>`` (cgroupfs) or ``/system.slice/docker-<id>.scope``; Podman
-``/machine.slice/libpod-<id>.scope`` (``.../libpod-<id>.scope/container`` when it nests). A pod's
+``/machine.slice/libpod-<id>.scope`` (``.../libpod-<id>.scope/container`` when it nests,
+``/libpod_parent/libpod-<id>`` with its cgroupfs manager). A pod's
 containers all share its network namespace, so a pod is named by its UID only; ``container_id`` is
 given only for a namespace that is not a pod's.
 
@@ -43,8 +44,8 @@ _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12
 _POD = re.compile(rf"(?:^|/)(?:[a-z]+-)*pod({_UID})(?:\.slice)?(?=/|$)")
 _ID = r"[0-9a-f]{64}"
 #: A runtime's scope (systemd driver) or a bare id component (cgroupfs driver, plain /docker/<id>).
-_SCOPE = re.compile(rf"(?:^|/)(?:docker|cri-containerd|crio|libpod|cri-o)-({_ID})\.scope(?=/|$)")
-_BARE = re.compile(rf"/(?:docker|kubepods(?:/[a-z]+)?/pod[^/]+)/({_ID})(?=/|$)")
+_SCOPE = re.compile(rf"(?:^|/)(?:docker|cri-containerd|crio|libpod)-({_ID})(?:\.scope)?(?=/|$)")
+_BARE = re.compile(rf"/docker/({_ID})(?=/|$)")
 
 
 @dataclass(frozen=True)

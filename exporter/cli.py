@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="own: the exporter's network namespace; all: every one on the host, split by pod "
                    "(needs CAP_SYS_ADMIN for netlink; default own)")
     p.add_argument("--path.procfs", dest="procfs", metavar="DIR", help="procfs mount point (default /proc)")
+    p.add_argument("--path.pod-logs", dest="pod_logs", metavar="DIR",
+                   help="kubelet's pod log directory, naming pods by uid (default /var/log/pods)")
     p.add_argument("--once", action="store_true",
                    help="collect once, print the exposition text to stdout and exit")
     p.add_argument("--config.check", dest="config_check", action="store_true",
@@ -61,7 +63,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--web.telemetry-path: got {args.telemetry_path!r}; want a path starting with /")
     return {"listen_address": args.listen_address, "telemetry_path": args.telemetry_path,
             "source": args.source, "procfs": args.procfs, "log_level": args.log_level,
-            "network_namespaces": args.network_namespaces}
+            "network_namespaces": args.network_namespaces, "pod_logs": args.pod_logs}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:

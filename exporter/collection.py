@@ -72,7 +72,8 @@ class Pipeline:
         self._owner_cache = OwnerCache()
         self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
         if config.network_namespaces == "all":
-            self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs))
+            self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs),
+                                         pod_logs=config.pod_logs)
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()

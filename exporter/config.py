@@ -65,6 +65,7 @@ class Config:
     procfs: str = "/proc"
     log_level: str = "info"
     network_namespaces: str = "own"  # all: every namespace on the host (README "Every network namespace")
+    pod_logs: str = "/var/log/pods"  # <namespace>_<name>_<uid> dirs naming pods in network_namespaces: all
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -145,8 +146,9 @@ def parse_config(text: str, where: str) -> Config:
                     f"got {_show(path)}; want a path starting with / (not / or /-/healthy)")
 
     paths = _want(where, "path", data.get("path", {}), dict, "a mapping")
-    _check_keys(where, "path.", paths, ("procfs",))
+    _check_keys(where, "path.", paths, ("procfs", "pod_logs"))
     procfs = _want(where, "path.procfs", paths.get("procfs", defaults.procfs), str, "a directory path")
+    pod_logs = _want(where, "path.pod_logs", paths.get("pod_logs", defaults.pod_logs), str, "a directory path")
 
     log = _want(where, "log", data.get("log", {}), dict, "a mapping")
     _check_keys(where, "log.", log, ("level",))
@@ -154,7 +156,7 @@ def parse_config(text: str, where: str) -> Config:
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
                   listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level,
-                  network_namespaces=netns)
+                  network_namespaces=netns, pod_logs=pod_logs)
 
 
 def load_config(path: str) -> Config:
