@@ -21,8 +21,15 @@ import pytest
 
 from tests import reference
 from tests._require import require, require_netns
-from tests.every_netns import exporter_all, gauge, identities, listening_in_root, netns_inode, per_namespace, \
-    thread_namespaces
+from tests.every_netns import (
+    exporter_all,
+    gauge,
+    identities,
+    listening_in_root,
+    netns_inode,
+    per_namespace,
+    thread_namespaces,
+)
 from tests.exposition import connection_counts, owner_counts
 from tests.kubelet_cgroups import fake_cgroup, new_ids, usable
 from tests.netns import Netns
