@@ -30,13 +30,15 @@ from dataclasses import dataclass, field
 from ..cgroup_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
 from ..model import SocketTable, SourceError, SourceUnavailable, Table
 from ..stage import Stage, StageTimer
-from . import TableReader, procfs
+from . import TableReader, procfs, sockstat
 from .namespaces import Namespace, NamespaceDenied, NamespaceGone, discover, open_netns, pid_in
 from .setns import Job, NetnsWorkers, SetnsDenied
 
 log = logging.getLogger(__name__)
 
 RESULTS = ("netlink", "proc", "vanished", "denied", "failed")
+#: The reading thread's own view of /proc/net: after setns, the namespace it entered.
+THREAD_NET = "/proc/thread-self/net"
 POD_LOGS = "/var/log/pods"
 
 
@@ -51,6 +53,7 @@ class NamespaceRead:
     tables: list[SocketTable] = field(default_factory=list)
     served: list[Table] = field(default_factory=list)
     own: bool = False
+    skipped: int = 0  # tables not dumped because sockstat proved them empty (sources/sockstat.py)
     #: (table, socket type, status) -> sockets, non-zero only; filled once counted, tables then dropped
     counts: dict[tuple[Table, int, str], int] = field(default_factory=dict)
 
@@ -125,11 +128,24 @@ class EveryNamespace:
             reader = self._readers[ns.inode] = TableReader(source, self.procfs, self.tables)
         reader.procfs_root = f"{self.procfs}/{pid}"
         stages: list[Stage] = []
-        tables, source_of, _ = reader.read(stages)
+        stat = sockstat.read(THREAD_NET)  # first: before any socket of ours exists in this namespace
+        skipped: set[Table] = set()
+        if stat is not None and Table.UNIX in self.tables:
+            reader.tables = (Table.UNIX,)  # UNIX first (its hash is per namespace: cheap) to account for
+            tables, source_of, _ = reader.read(stages)  # every socket before skipping a TCP table
+            unix = sum(len(t) for t in tables) if Table.UNIX in source_of else None
+            skipped = sockstat.empty_tables(stat, unix) & set(self.tables)
+            reader.tables = tuple(t for t in self.tables if t is not Table.UNIX and t not in skipped)
+            more, more_source, _ = reader.read(stages)
+            tables += more
+            source_of.update(more_source)
+        else:
+            reader.tables = self.tables
+            tables, source_of, _ = reader.read(stages)
         ok = all(s.success for s in stages)
         via_proc = any(v == "proc" for v in source_of.values())
         result = "failed" if not ok else "proc" if via_proc else "netlink"
-        return NamespaceRead(ns.inode, result, tables=tables, served=list(source_of))
+        return NamespaceRead(ns.inode, result, tables=tables, served=[*source_of, *skipped], skipped=len(skipped))
 
     def _read_proc(self, ns: Namespace) -> NamespaceRead:
         """``/proc/PID/net/*`` through the first pid still in ``ns`` (no setns needed)."""
