@@ -85,6 +85,13 @@ MUTATIONS = [
     ("failure not averaged", "exporter_health", "1 - avg_over_time(socket_scrape_collector_success[5m])",
      "1 - socket_scrape_collector_success"),
     ("down for", "exporter_health", "for: 5m\n", "for: 0m\n"),
+    ("pod leak rising check", "pod", "and pod:socket_close_wait:rising\n", "and on() vector(1)\n"),
+    ("pod leak includes the host", "pod", 'status="CLOSE_WAIT", pod_uid="", container_id!=""',
+     'status="CLOSE_WAIT", pod_uid=""'),
+    ("pod leak keyed on netns", "pod", "sum by (job, instance, pod_uid, pod_namespace, pod_name, container_id) "
+     "(socket_namespace_connections{status=\"CLOSE_WAIT\", pod_uid!=\"\"})",
+     "sum by (job, instance, netns) (socket_namespace_connections{status=\"CLOSE_WAIT\", pod_uid!=\"\"})"),
+    ("pod spike without its ratio", "pod", "and pod:socket_syn_sent:sum\n", "or pod:socket_syn_sent:sum\n"),
 ]
 
 
