@@ -14,6 +14,10 @@ mode), in this order of preference:
 4. ``denied``: it exists but neither way is allowed: the scrape's ``namespaces`` stage fails, since
    the node's totals then miss its sockets; ``failed``: a read error inside it, the same.
 
+Before dumping, a reader reads the namespace's O(1) ``sockstat`` counters and skips the tables they
+prove empty (exporter/sources/sockstat.py): every TCP dump walks the host-wide hash, so a skipped one
+saves as much as the whole host holds.
+
 Why read identity here: the namespace's lowest pid is at hand, and its ``/proc/PID/cgroup`` names
 the pod or container (exporter/cgroup_identity.py). It is cached per (namespace, pid): a process
 does not change pods.
@@ -167,6 +171,8 @@ class EveryNamespace:
             # the pid may have left (and its number been reused) while we read: then this is not ns
             if pid_in(self.procfs, pid, ns.inode):
                 return NamespaceRead(ns.inode, "proc", tables=tables, served=list(self.tables))
+        if not ns.pids and ns.path is not None and os.path.exists(ns.path):
+            denied = True  # a named namespace with no process in it: only setns could read it
         return NamespaceRead(ns.inode, "denied" if denied else "vanished")
 
     def _identity_of(self, ns: Namespace) -> Identity:
