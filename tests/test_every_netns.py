@@ -114,16 +114,20 @@ def test_processes_of_every_namespace_equal_psutil(pods: tuple[list[Pod], Path],
 
 
 def test_without_cap_sys_admin_proc_is_used_and_said(pods: tuple[list[Pod], Path], tmp_path: Path) -> None:
+    """setns refused: each pod is read through /proc/PID/net of a process inside, exactly; a named
+    namespace with no process in it cannot be read at all: denied, and the stage says so."""
     pod_list, logs = pods
     drop = ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"]
-    with exporter_all(tmp_path, "--path.pod-logs", str(logs), wrapper=drop) as (client, _):
+    with Netns() as empty, exporter_all(tmp_path, "--path.pod-logs", str(logs), wrapper=drop) as (client, _):
         for pod in pod_list:
             ss, text = stable(lambda p=pod: reference.ss_counts(p.pop.ns),  # type: ignore[misc]
                               lambda: client.get()[1])
             assert per_namespace(text)[pod.inode] == ss  # /proc/PID/net has no bound-only sockets
             assert identities(text)[pod.inode] == {pod.identity}
+        assert str(netns_inode(empty.name)) not in per_namespace(text)
     assert gauge(text, "socket_namespaces", result="proc") >= len(pod_list)
-    assert gauge(text, "socket_scrape_collector_success", collector="namespaces") == 1
+    assert gauge(text, "socket_namespaces", result="denied") >= 1
+    assert gauge(text, "socket_scrape_collector_success", collector="namespaces") == 0
 
 
 def test_failed_dumps_leave_every_thread_and_the_listener_at_home(pods: tuple[list[Pod], Path],
