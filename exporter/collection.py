@@ -81,11 +81,7 @@ class Pipeline:
         served: set[Table] | dict[Table, str] = source_of
         namespaces = None
         if self._every is not None:
-            own = NamespaceRead(self._every.own_inode, "netlink", tables=tables, served=list(source_of), own=True)
-            if any(v == "proc" for v in source_of.values()):
-                own.result = "proc"
-            if not all(stage.success for stage in stages):
-                own.result = "failed"
+            own = self._every.own_read(tables, source_of, stages)  # read above, as in own mode
             namespaces = [own, *self._every.read(stages)]
             tables, served = merge(own, namespaces[1:])
             for ns in namespaces:

@@ -75,6 +75,12 @@ class EveryNamespace:
         self._setns_denied_logged = False
         weakref.finalize(self, self.workers.close)  # a reload builds a new reader: stop the old threads
 
+    def own_read(self, tables: list[SocketTable], source_of: dict[Table, str], stages: list[Stage]) -> NamespaceRead:
+        """Our own namespace, read by the caller's TableReader exactly as in ``own`` mode."""
+        via_proc = any(v == "proc" for v in source_of.values())
+        result = "failed" if not all(s.success for s in stages) else "proc" if via_proc else "netlink"
+        return NamespaceRead(self.own_inode, result, tables=tables, served=list(source_of), own=True)
+
     def read(self, stages: list[Stage]) -> list[NamespaceRead]:
         """Every namespace but our own, read; the ``namespaces`` stage fails on denied or failed ones."""
         timer = StageTimer(stages, "namespaces")
