@@ -5,8 +5,9 @@
 #
 # Default run (non-root, no capabilities): counts every socket of the network namespace it runs in,
 # the pid mapping covers only its own processes; the metrics say so (socket_owner_scan_processes
-# {result="denied"}, socket_unowned_sockets{reason="not_found"}). Full data for the host and every
-# container's network namespace (SYS_ADMIN: setns, README.md "Every network namespace"):
+# {result="denied"}, socket_unowned_sockets{reason="not_found"}). SYS_ADMIN (setns) and
+# --network-namespaces=all add every container's network namespace (README.md "Every network
+# namespace"). Full data for the host:
 #   docker run -d --name socket-exporter --restart unless-stopped \
 #     --network host --pid host --user 0:0 \
 #     --cap-drop ALL --cap-add DAC_READ_SEARCH --cap-add SYS_PTRACE --cap-add SYS_ADMIN \

@@ -39,7 +39,7 @@ def churn(stop: threading.Event, made: list[str], errors: list[BaseException]) -
                 uid, cid = new_ids()
                 with fake_cgroup("v2-systemd", uid, cid, ns.pids()):
                     made.append(uid)
-                    time.sleep(0.15 * (len(made) % 3))  # 0, 0.15 or 0.3 s: some die mid-scrape
+                    time.sleep((0.0, 0.3, 2.0)[len(made) % 3])  # some die mid-scrape, some are seen
     except BaseException as exc:  # reported by the test
         errors.append(exc)
 
@@ -51,10 +51,11 @@ def test_churn_never_fails_a_scrape_nor_leaves_series(tmp_path: Path) -> None:
     with exporter_all(tmp_path) as (client, _):
         thread = threading.Thread(target=churn, args=(stop, made, errors), daemon=True)
         thread.start()
-        seen_pods, deadline = set(), time.monotonic() + 60
+        seen_pods, deadline = set(), time.monotonic() + 90
         try:
             scrapes = 0
-            while (scrapes < 40 or len(made) < 8) and time.monotonic() < deadline and not errors:
+            while (scrapes < 40 or len(made) < 8 or not seen_pods & set(made)) and time.monotonic() < deadline \
+                    and not errors:
                 status, text, _ = client.get()
                 assert status == 200
                 assert gauge(text, "socket_scrape_collector_success", collector="namespaces") == 1, text

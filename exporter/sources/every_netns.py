@@ -19,8 +19,8 @@ prove empty (exporter/sources/sockstat.py): every TCP dump walks the host-wide h
 saves as much as the whole host holds.
 
 Why read identity here: the namespace's lowest pid is at hand, and its ``/proc/PID/cgroup`` names
-the pod or container (exporter/cgroup_identity.py). It is cached per (namespace, pid): a process
-does not change pods.
+the pod or container (exporter/cgroup_identity.py). A non-empty one is cached per (namespace, pid):
+a process does not change pods (an empty one is read again: the runtime may not have moved it yet).
 """
 
 from __future__ import annotations
@@ -191,7 +191,8 @@ class EveryNamespace:
                     identity = parse_cgroup(f.read())
             except OSError:
                 continue
-            self._identity[(ns.inode, pid)] = identity
+            if identity != HOST:  # a process may yet be moved into its pod's cgroup: ask again next time
+                self._identity[(ns.inode, pid)] = identity
             return identity
         return HOST
 
