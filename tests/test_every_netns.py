@@ -102,7 +102,9 @@ def test_namespaces_sum_to_the_totals_and_every_one_is_read(pods: tuple[list[Pod
 
 def test_processes_of_every_namespace_equal_psutil(pods: tuple[list[Pod], Path], tmp_path: Path) -> None:
     pod_list, logs = pods
-    with exporter_all(tmp_path, "--path.pod-logs", str(logs)) as (client, _):
+    config = tmp_path / "owners.yml"  # every owner its own series: the host may hold many (shared machine)
+    config.write_text("per_process: {max_owners: 100000}\n")
+    with exporter_all(tmp_path, "--path.pod-logs", str(logs), "--config", str(config)) as (client, _):
         for pod in pod_list:
             ps, text = stable(lambda p=pod: reference.psutil_counts(p.pop.ns, "all"),  # type: ignore[misc]
                               lambda: client.get()[1])
