@@ -35,7 +35,7 @@ from ..cgroup_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
 from ..model import SocketTable, SourceError, SourceUnavailable, Table
 from ..stage import Stage, StageTimer
 from . import TableReader, procfs, sockstat
-from .namespaces import Namespace, NamespaceDenied, NamespaceGone, discover, open_netns, pid_in
+from .namespaces import Namespace, NamespaceDenied, NamespaceGone, alive, discover, open_netns, pid_in
 from .setns import Job, NetnsWorkers, SetnsDenied
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class NamespaceRead:
     tables: list[SocketTable] = field(default_factory=list)
     served: list[Table] = field(default_factory=list)
     own: bool = False
+    error: str = ""
     skipped: int = 0  # tables not dumped because sockstat proved them empty (sources/sockstat.py)
     #: (table, socket type, status) -> sockets, non-zero only; filled once counted, tables then dropped
     counts: dict[tuple[Table, int, str], int] = field(default_factory=dict)
@@ -119,8 +120,11 @@ class EveryNamespace:
                 self._log_setns_denied(res)
                 res = self._read_proc(ns)
             elif isinstance(res, BaseException):
-                log.error("netns %d: read failed: %s", ns.inode, res)
-                res = NamespaceRead(ns.inode, "failed")
+                res = NamespaceRead(ns.inode, "failed", error=str(res))
+            if res.result == "failed" and not alive(self.procfs, ns):
+                res = NamespaceRead(ns.inode, "vanished")  # torn down while we read it: not a failure
+            elif res.result == "failed":
+                log.error("netns %d: read failed%s", ns.inode, f": {res.error}" if res.error else "")
             out.append(res)
         for r in out:
             if r.result in ("netlink", "proc", "failed"):
@@ -172,8 +176,7 @@ class EveryNamespace:
                     continue
                 if isinstance(exc, SourceUnavailable) and not os.path.exists(f"{self.procfs}/{pid}/net"):
                     continue
-                log.error("netns %d: /proc/%d/net read failed: %s", ns.inode, pid, exc)
-                return NamespaceRead(ns.inode, "failed")
+                return NamespaceRead(ns.inode, "failed", error=f"/proc/{pid}/net: {exc}")
             # the pid may have left (and its number been reused) while we read: then this is not ns
             if pid_in(self.procfs, pid, ns.inode):
                 return NamespaceRead(ns.inode, "proc", tables=tables, served=list(self.tables))

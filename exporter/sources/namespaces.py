@@ -88,6 +88,16 @@ def pid_in(procfs: str, pid: int, inode: int) -> bool:
         return False
 
 
+def alive(procfs: str, ns: Namespace) -> bool:
+    """True while a process or the name still holds ``ns`` (after a failed read: vanished or not?)."""
+    if any(pid_in(procfs, pid, ns.inode) for pid in ns.pids):
+        return True
+    try:
+        return ns.path is not None and os.stat(ns.path).st_ino == ns.inode
+    except OSError:
+        return False
+
+
 class NamespaceGone(Exception):
     """No path to the namespace opens any more: every process left it and no name holds it."""
 
