@@ -9,6 +9,8 @@ deduplicated by inode, plus one per entry of ``/run/netns``::
     /proc/4242/ns/net   -> 4026532301   (a pod's pause process)
     /proc/4300/ns/net   -> 4026532301   (a container of the same pod: same namespace)
     /run/netns/blue     -> 4026532410   (named, maybe with no process in it)
+    /run/netns/new      -> 1466515      (not nsfs: the empty file `ip netns add` mounts onto, not yet
+                                         mounted, or already unmounted by `ip netns del`: skipped)
 
 gives three namespaces; 4026532301 remembers pids [4242, 4300] (ascending, so the first is the
 oldest-numbered process, usually the pod's sandbox) for /proc fallback reads and identity labels.
@@ -35,6 +37,7 @@ class Namespace:
     inode: int
     pids: list[int] = field(default_factory=list)
     path: str | None = None  # a named namespace's bind mount, e.g. /run/netns/blue
+    dev: int = 0  # st_dev of the nsfs, to tell the bind mount from the empty file under it
 
 
 @dataclass
@@ -61,17 +64,21 @@ def discover(procfs: str, run_netns: str = RUN_NETNS) -> Discovery:
         ns.pids.append(pid)
     try:
         names = sorted(os.listdir(run_netns))
+        nsfs = os.stat(f"{procfs}/self/ns/net").st_dev
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         names = []
     for name in names:
         path = f"{run_netns}/{name}"
         try:
-            inode = os.stat(path).st_ino
+            st = os.stat(path)
         except OSError:
-            continue  # deleted meanwhile, or a stale entry whose mount is gone
+            continue  # deleted meanwhile
+        if st.st_dev != nsfs:
+            continue  # not (or no longer) a namespace: `ip netns add` mounts onto an empty file it made
+        inode = st.st_ino
         ns = found.setdefault(inode, Namespace(inode))
         if ns.path is None:
-            ns.path = path
+            ns.path, ns.dev = path, st.st_dev
     return Discovery(found, denied)
 
 
@@ -93,9 +100,10 @@ def alive(procfs: str, ns: Namespace) -> bool:
     if any(pid_in(procfs, pid, ns.inode) for pid in ns.pids):
         return True
     try:
-        return ns.path is not None and os.stat(ns.path).st_ino == ns.inode
+        st = os.stat(ns.path) if ns.path is not None else None
     except OSError:
         return False
+    return st is not None and (st.st_ino, st.st_dev) == (ns.inode, ns.dev)
 
 
 class NamespaceGone(Exception):
@@ -119,7 +127,8 @@ def open_netns(procfs: str, ns: Namespace) -> tuple[int, int | None]:
         except OSError as exc:
             denied = denied or exc.errno in _DENIED
             continue
-        if os.fstat(fd).st_ino == ns.inode:
+        st = os.fstat(fd)
+        if st.st_ino == ns.inode and (pid is not None or st.st_dev == ns.dev):
             return fd, pid
         os.close(fd)  # the pid was reused by a process in another namespace
     if denied:
