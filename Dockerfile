@@ -5,13 +5,15 @@
 #
 # Default run (non-root, no capabilities): counts every socket of the network namespace it runs in,
 # the pid mapping covers only its own processes; the metrics say so (socket_owner_scan_processes
-# {result="denied"}, socket_unowned_sockets{reason="not_found"}). Full data for the host:
+# {result="denied"}, socket_unowned_sockets{reason="not_found"}). SYS_ADMIN (setns) and
+# --network-namespaces=all add every container's network namespace (README.md "Every network
+# namespace"). Full data for the host:
 #   docker run -d --name socket-exporter --restart unless-stopped \
 #     --network host --pid host --user 0:0 \
-#     --cap-drop ALL --cap-add DAC_READ_SEARCH --cap-add SYS_PTRACE \
+#     --cap-drop ALL --cap-add DAC_READ_SEARCH --cap-add SYS_PTRACE --cap-add SYS_ADMIN \
 #     --security-opt apparmor=unconfined --read-only \
-#     -v /proc:/host/proc:ro \
-#     socket-exporter:latest --path.procfs=/host/proc
+#     -v /proc:/host/proc:ro -v /run/netns:/run/netns:ro,rslave \
+#     socket-exporter:latest --path.procfs=/host/proc --network-namespaces=all
 # Why each flag: README.md, "Deployment". tests/test_packaging.py replays the build and install steps.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm

@@ -40,7 +40,7 @@ log = logging.getLogger("exporter")
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from .config import SOURCES
+    from .config import NETWORK_NAMESPACES, SOURCES
 
     p = argparse.ArgumentParser(prog="socket-exporter", description=(
         "Prometheus exporter for Linux sockets by family, type, status and owning process."))
@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic-auth config, exporter-toolkit's web-config.yml format (default: plain HTTP)")
     p.add_argument("--source", choices=SOURCES, help="where socket tables come from (default auto)")
+    p.add_argument("--network-namespaces", dest="network_namespaces", choices=NETWORK_NAMESPACES,
+                   help="own: the exporter's network namespace; all: every one on the host, split by pod "
+                   "(needs CAP_SYS_ADMIN for netlink; default own)")
     p.add_argument("--path.procfs", dest="procfs", metavar="DIR", help="procfs mount point (default /proc)")
+    p.add_argument("--path.pod-logs", dest="pod_logs", metavar="DIR",
+                   help="kubelet's pod log directory, naming pods by uid (default /var/log/pods)")
     p.add_argument("--once", action="store_true",
                    help="collect once, print the exposition text to stdout and exit")
     p.add_argument("--config.check", dest="config_check", action="store_true",
@@ -76,7 +81,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         check_telemetry_path(args.telemetry_path)  # the file's check, with the flag's name: one error shape
     level = check_log_level(args.log_level) if args.log_level is not None else None
     return {"listen_address": args.listen_address, "telemetry_path": args.telemetry_path,
-            "source": args.source, "procfs": args.procfs, "log_level": level}
+            "source": args.source, "procfs": args.procfs, "log_level": level,
+            "network_namespaces": args.network_namespaces, "pod_logs": args.pod_logs}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:

@@ -42,6 +42,8 @@ from .owner_cache import OwnerCache
 from .port_views import Views, ViewsResult, wants_detail
 from .procfs_check import owner_scan_blocked
 from .sources import TableReader
+from .sources.every_netns import EveryNamespace, NamespaceRead, merge
+from .sources.namespaces import own_inode
 from .stage import Stage, StageTimer
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Collection:
     fallback: bool = False
     owner_scan: owners.OwnerScan | None = None  # None: no per-process breakdown, or the owner scan failed
     views: ViewsResult | None = None  # listeners, ports, ephemeral (port_views.py), when enabled
+    namespaces: list[NamespaceRead] | None = None  # network_namespaces: all (exporter/netns_metrics.py)
 
     @property
     def ok(self) -> bool:
@@ -74,12 +77,26 @@ class Pipeline:
         self._sources = TableReader(config.source, config.procfs, self.tables, *wants_detail(config))
         # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
         self._owner_cache = OwnerCache()
+        self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
+        if config.network_namespaces == "all":
+            self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs),
+                                         pod_logs=config.pod_logs)
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
         tables, source_of, fallback = self._sources.read(stages)
+        # The listener/port views read the exporter's own namespace (issue 11 in all mode: not yet per namespace).
         views = self._views.collect(tables, source_of, stages) if self._views.enabled else None
-        counts = Counts(totals=count_totals(tables, source_of))
+        served: set[Table] | dict[Table, str] = source_of
+        namespaces = None
+        if self._every is not None:
+            own = self._every.own_read(tables, source_of, stages)  # read above, as in own mode
+            namespaces = [own, *self._every.read(stages)]
+            tables, served = merge(own, namespaces[1:])
+            for ns in namespaces:
+                ns.counts = {k: n for k, n in count_totals(ns.tables, ns.served).items() if n}
+                ns.tables = []
+        counts = Counts(totals=count_totals(tables, served))
         scan = None
         if config.per_process.enabled:
             timer = StageTimer(stages, "owners")
@@ -105,7 +122,7 @@ class Pipeline:
                 log.error("owner scan of %s failed: %s", config.procfs, problem)
             timer.done()
         return Collection(config=config, counts=counts, stages=stages, source_of=source_of,
-                          fallback=fallback, owner_scan=scan, views=views)
+                          fallback=fallback, owner_scan=scan, views=views, namespaces=namespaces)
 
 
 class CollectionTimeout(Exception):

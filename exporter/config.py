@@ -44,6 +44,7 @@ LOG_LEVEL_ALIASES = {"warning": "warn"}
 #: Paths the server answers itself: a telemetry path there would hide them or be hidden.
 RESERVED_PATHS = ("/", "/-/healthy", "/-/reload")
 DEFAULT_COLLECTION_TIMEOUT = 60.0
+NETWORK_NAMESPACES = ("own", "all")
 
 
 class ConfigError(Exception):
@@ -73,6 +74,8 @@ class Config:
     listeners: ListenersConfig = field(default_factory=ListenersConfig)
     ports: PortsConfig = field(default_factory=PortsConfig)
     ephemeral: EphemeralConfig = field(default_factory=EphemeralConfig)
+    network_namespaces: str = "own"  # all: every namespace on the host (README "Every network namespace")
+    pod_logs: str = "/var/log/pods"  # <namespace>_<name>_<uid> dirs naming pods in network_namespaces: all
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -112,7 +115,8 @@ def parse_config(text: str, where: str) -> Config:
     if data is None:
         raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
     _want(where, "", data, dict, "a mapping at the top level")
-    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection", *VIEW_KEYS))
+    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection",
+                                 "network_namespaces", *VIEW_KEYS))
     defaults = Config()
     kinds = data.get("kinds", list(defaults.kinds))
     _want(where, "kinds", kinds, list, "a list of kinds")
@@ -122,6 +126,8 @@ def parse_config(text: str, where: str) -> Config:
         if not isinstance(kind, str) or kind not in KINDS:  # a list item can be a list: unhashable
             raise _fail(where, f"kinds[{i}]", f"unknown kind {_show(kind)}; allowed: {', '.join(KINDS)}")
     source = _choice(where, "source", data.get("source", defaults.source), SOURCES)
+    netns = _choice(where, "network_namespaces", data.get("network_namespaces", defaults.network_namespaces),
+                    NETWORK_NAMESPACES)
 
     per_process = _want(where, "per_process", data.get("per_process", {}), dict, "a mapping")
     _check_keys(where, "per_process.", per_process, ("enabled", "labels", "max_owners"))
@@ -148,8 +154,9 @@ def parse_config(text: str, where: str) -> Config:
     check_telemetry_path(path, where, "web.telemetry_path")
 
     paths = _want(where, "path", data.get("path", {}), dict, "a mapping")
-    _check_keys(where, "path.", paths, ("procfs",))
+    _check_keys(where, "path.", paths, ("procfs", "pod_logs"))
     procfs = _want(where, "path.procfs", paths.get("procfs", defaults.procfs), str, "a directory path")
+    pod_logs = _want(where, "path.pod_logs", paths.get("pod_logs", defaults.pod_logs), str, "a directory path")
 
     log = _want(where, "log", data.get("log", {}), dict, "a mapping")
     _check_keys(where, "log.", log, ("level",))
@@ -164,7 +171,8 @@ def parse_config(text: str, where: str) -> Config:
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
                   listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level,
-                  collection_timeout=float(timeout), **parse_views(where, data))
+                  collection_timeout=float(timeout), network_namespaces=netns, pod_logs=pod_logs,
+                  **parse_views(where, data))
 
 
 def check_telemetry_path(value: str, where: str = "--web.telemetry-path", key: str = "") -> str:
@@ -185,6 +193,7 @@ def check_log_level(value: Any, where: str = "--log.level", key: str = "") -> st
     """The one check for the log level, from the flag or the file; returns Prometheus' spelling."""
     value = LOG_LEVEL_ALIASES.get(value, value) if isinstance(value, str) else value
     return _choice(where, key, value, LOG_LEVELS)
+NETWORK_NAMESPACES = ("own", "all")
 
 
 def load_config(path: str) -> Config:

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from .aggregate import SeriesKey
 from .collection import Collection, SharedCollection
 from .model import FAMILY_LABEL, TYPE_LABEL
+from .netns_metrics import namespace_families
 from .port_metrics import view_families
 from .reload import ExporterState, ReloadStatus
 from .sources import netlink
@@ -75,6 +76,7 @@ class SocketMetricsCollector(Collector):
         state = self._get_state()  # the one reference: config, collection and reload status agree
         c = state.collect()
         yield from _socket_families(c)
+        yield from namespace_families(c)
         yield from _health_families(c)
         yield from view_families(c)  # listeners, ports, ephemeral: port_metrics.py
         if state.reload is not None:  # serving (not --once): reloads and collection deadlines exist

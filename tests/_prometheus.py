@@ -127,8 +127,9 @@ def _exporter_config(workdir: Path) -> Path:
 
 
 @contextmanager
-def prometheus_stack(ns: Netns, prometheus: str) -> Iterator[Stack]:
-    """Exporter + Prometheus in ``ns``, ready (>= MIN_SCRAPES scrapes, rules evaluated) when yielded."""
+def prometheus_stack(ns: Netns, prometheus: str, exporter_args: Sequence[str] = ()) -> Iterator[Stack]:
+    """Exporter (with ``exporter_args``) + Prometheus in ``ns``, ready (>= MIN_SCRAPES scrapes, rules
+    evaluated) when yielded."""
     workdir = Path(tempfile.mkdtemp(prefix="sockexp-prom-"))
     with ExitStack() as cleanup:
         cleanup.callback(rmtree, workdir, ignore_errors=True)
@@ -136,7 +137,7 @@ def prometheus_stack(ns: Netns, prometheus: str) -> Iterator[Stack]:
         cleanup.callback(_stop, stack.procs)
         argvs = {
             "exporter": [sys.executable, "-m", "exporter", "--web.listen-address", EXPORTER_ADDR,
-                         "--config", str(_exporter_config(workdir))],
+                         "--config", str(_exporter_config(workdir)), *exporter_args],
             "prometheus": [prometheus, f"--config.file={_config(workdir)}",
                            f"--storage.tsdb.path={workdir / 'tsdb'}",
                            f"--web.listen-address={PROMETHEUS_ADDR}"],

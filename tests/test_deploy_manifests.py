@@ -28,7 +28,7 @@ from tests._require import require, require_tool
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "config/kubernetes"
 UNIT = ROOT / "config/socket-exporter.service"
-CAPS = {"DAC_READ_SEARCH", "SYS_PTRACE"}
+CAPS = {"DAC_READ_SEARCH", "SYS_PTRACE", "SYS_ADMIN"}  # SYS_ADMIN: setns for network_namespaces all
 MIB = 1024 * 1024
 MDWE_EXEC = ("import ctypes, os, sys; assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0, 'PR_SET_MDWE'; "
              "os.execvp(sys.argv[1], sys.argv[1:])")
@@ -111,7 +111,7 @@ def test_manifests_validate_against_the_kubernetes_schema(tmp_path: Path) -> Non
     assert proc.returncode != 0 and "hostPid" in proc.stdout + proc.stderr
 
 
-def test_daemonset_sees_the_host_with_only_two_capabilities() -> None:
+def test_daemonset_sees_the_host_with_only_three_capabilities() -> None:
     pod = kind("daemonset.yaml", "DaemonSet")["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True and pod["hostPID"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
@@ -125,6 +125,12 @@ def test_daemonset_sees_the_host_with_only_two_capabilities() -> None:
     assert volume["hostPath"]["path"] == "/proc" and proc_mount["readOnly"] is True
     args = build_parser().parse_args(c["args"])
     assert args.procfs == proc_mount["mountPath"]
+    assert args.network_namespaces == "all"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    hostpaths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    assert hostpaths["pod-logs"] == mounts["pod-logs"]["mountPath"] == args.pod_logs == "/var/log/pods"
+    assert hostpaths["run-netns"] == mounts["run-netns"]["mountPath"] == "/run/netns"
+    assert mounts["run-netns"]["mountPropagation"] == "HostToContainer"
     port = next(p for p in c["ports"] if p["name"] == "metrics")
     assert port["containerPort"] == port["hostPort"] == int(args.listen_address.rsplit(":", 1)[1])
     for probe in ("livenessProbe", "readinessProbe"):
@@ -199,6 +205,7 @@ def test_unit_keeps_what_the_exporter_needs() -> None:
     assert {"AF_NETLINK", "AF_INET", "AF_INET6"} <= set(one["RestrictAddressFamilies"].split())
     assert one.get("PrivateNetwork", "no") == "no" and one.get("PrivateUsers", "no") == "no"
     assert one.get("ProtectProc", "default") == "default" and one.get("ProcSubset", "all") == "all"
+    assert one["RestrictNamespaces"] == "net", "setns(CLONE_NEWNET) for network_namespaces: all"
     env_file = one["EnvironmentFile"].lstrip("-")
     assert env_file == "/etc/default/socket-exporter"
     exec_start = shlex.split(one["ExecStart"])
@@ -206,7 +213,7 @@ def test_unit_keeps_what_the_exporter_needs() -> None:
     env = dict(line.split("=", 1) for line in (ROOT / "config/socket-exporter.env").read_text().splitlines()
                if line and not line.startswith("#"))
     args = build_parser().parse_args(shlex.split(shlex.split(env["SOCKET_EXPORTER_ARGS"])[0]))
-    resolve_config(args)  # raises on a bad value
+    assert resolve_config(args).network_namespaces == "all"  # and raises on a bad value
 
 
 def test_hardened_unit_lets_the_exporter_run(tmp_path: Path) -> None:

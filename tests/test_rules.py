@@ -98,6 +98,13 @@ MUTATIONS = [
     ("ephemeral for", "listeners", 'for: 5m\n        labels:\n          severity: warning\n        annotations:\n'
      '          summary: "Ephemeral', 'for: 0m\n        labels:\n          severity: warning\n        annotations:\n'
      '          summary: "Ephemeral'),
+    ("pod leak rising check", "pod", "and pod:socket_close_wait:rising\n", "and on() vector(1)\n"),
+    ("pod leak includes the host", "pod", 'status="CLOSE_WAIT", pod_uid="", container_id!=""',
+     'status="CLOSE_WAIT", pod_uid=""'),
+    ("pod leak keyed on netns", "pod", "sum by (job, instance, pod_uid, pod_namespace, pod_name, container_id) "
+     "(socket_namespace_connections{status=\"CLOSE_WAIT\", pod_uid!=\"\"})",
+     "sum by (job, instance, netns) (socket_namespace_connections{status=\"CLOSE_WAIT\", pod_uid!=\"\"})"),
+    ("pod spike without its ratio", "pod", "and pod:socket_syn_sent:sum\n", "or pod:socket_syn_sent:sum\n"),
 ]
 
 

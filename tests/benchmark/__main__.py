@@ -99,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flat-scale", type=int, default=10000, help="the scale (of --scales) that runs them")
     p.add_argument("--no-node-exporter", action="store_true", help="skip the node_exporter column")
     p.add_argument("--case-timeout", type=float, default=1200, help="seconds for one case's measurements")
+    p.add_argument("--namespaces", metavar="NxS", help="also run network_namespaces: all at N namespaces of S "
+                   "sockets each (tests/benchmark/namespaces.py; it has more options when run alone)")
     p.add_argument("--json", metavar="FILE", help="also write the raw results here")
     p.add_argument("--render", metavar="FILE", help="only print the table of results saved with --json")
     return p.parse_args(argv)
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(run_case(f"busy {procs}x{fds}", args.busy_tcp, (procs, fds), args, 0))
     node = shutil.which(NODE_EXPORTER) is not None and not args.no_node_exporter
     print(render(cases, header, node_exporter=node, flat_scrapes=args.flat_scrapes))
+    if args.namespaces:
+        from tests.benchmark import namespaces  # its own table: a different population and targets
+        n, per_ns = (int(x) for x in args.namespaces.split("x"))
+        print("\n" + namespaces.run(n, per_ns, args.reps))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": header, "node_exporter": node,
                                                "cases": [c.__dict__ for c in cases]}))
