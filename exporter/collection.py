@@ -7,6 +7,9 @@ Stages, each timed and reported as success/failure (node_exporter style):
 * ``owners``: /proc/PID/fd scan mapping inodes to pids (only with the per-process breakdown on).
   The Pipeline keeps an owner cache between scrapes: the socket inodes of processes that have not
   run since it read them (exporter/owner_cache.py); counts and owners are still computed afresh.
+  The scan is *begun* before the dump, so that the scan workers (exporter/owner_pool.py) read the
+  fd tables while the dump runs, and finished after it (exporter/owners.py); the stage's time is
+  what the collection waited for it after the dump.
 
 Why a failed table is left out instead of counted as zero: a kernel error or an unreadable
 /proc/net file says nothing about how many sockets exist, and a 0 would page nobody while CLOSE_WAIT
@@ -36,6 +39,7 @@ from .config import Config
 from .kinds import tables_for
 from .model import Table
 from .owner_cache import OwnerCache
+from .owner_pool import shared_pool
 from .sources import TableReader
 from .stage import Stage, StageTimer
 
@@ -67,18 +71,28 @@ class Pipeline:
         self._sources = TableReader(config.source, config.procfs, self.tables)
         # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
         self._owner_cache = OwnerCache()
+        # Scan worker processes, one pool per exporter process (owner_pool.py); None: scan in-process.
+        self._owner_pool = shared_pool() if config.per_process.enabled else None
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
-        tables, source_of, fallback = self._sources.read(stages)
+        owner_job = None
+        if config.per_process.enabled:  # begun first: the workers read /proc/PID/fd during the dump
+            owner_job = owners.begin_scan(config.procfs, self._owner_cache, self._owner_pool)
+        try:
+            tables, source_of, fallback = self._sources.read(stages)
+        except BaseException:
+            if owner_job is not None:
+                owner_job.abandon()
+            raise
         counts = Counts(totals=count_totals(tables, source_of))
         scan = None
-        if config.per_process.enabled:
+        if owner_job is not None:
             timer = StageTimer(stages, "owners")
             wanted = set(chain.from_iterable(st.inodes for st in tables))
             wanted.discard(0)
             try:
-                scan = owners.scan_owners(config.procfs, wanted, cache=self._owner_cache)
+                scan = owner_job.finish(wanted)
                 by_owner = count_by_owner(tables, scan.owner, scan.comm, config.per_process.labels,
                                           config.per_process.max_owners)
                 by_owner.totals = counts.totals

@@ -1,0 +1,181 @@
+"""Read one process's socket inodes from ``/proc/PID/fd``: the unit of work of the owner scan.
+
+Why its own module: the same function runs in the exporter (one CPU, or a fallback) and in the scan
+worker processes (exporter/owner_worker.py), which import only this module and the owner cache's key
+reader, so a worker starts fast and small. It knows nothing about which inodes are wanted: a worker
+runs while the socket dump is still in flight, so it reports all of a process's sockets and the
+exporter places the wanted ones (exporter/owners.py).
+
+``/proc/PID/fd/N`` is a symlink whose target reads ``socket:[44034]`` for a socket, ``pipe:[1]``,
+``/dev/null``, ``anon_inode:[eventfd]`` ... otherwise (proc(5)). Per process this:
+
+* opens the fd dir once and reads links relative to it (``readlinkat``): no path walk per fd, and a
+  pid that exits mid-read cannot be confused with a new process reusing its number;
+* reads all links in one ``map`` (the per-fd cost is then the kernel's readlink), finds the socket
+  ones with one regex over the NUL-joined links, and keeps their inodes as an ``array('I')`` in fd
+  order: 4 bytes an inode, sent over a pipe as it is, and equal for two reads of an unchanged table;
+* does not even list the fd dir when its table is dense, as a server's usually is: with ``fds``
+  open fds (the fd dir's ``st_size``), if fds 0 .. fds-1 all read, there is no other fd. Listing
+  costs a noticeable fraction of the readlinks; a table with holes fails the probe at its first
+  hole and is then listed and read as usual (the readlinks before the hole are wasted);
+* with the owner cache on (``want_key``), reads the process's "has it run" key BEFORE listing its fds
+  (exporter/owner_cache.py) and, when it equals the ``expected`` key of the cache entry, does not read
+  the fds at all (``unchanged``): the caller then reuses the entry's inodes.
+
+A vanished pid or fd is normal and only counted, and so is a pid whose fd dir we may not read.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import re
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .owner_cache import read_key
+
+SOCKET_PREFIX = "socket:["
+#: The links are joined with NUL (which no link target holds), so that one C pass finds the socket
+#: inodes; anchored at link boundaries with socket_inode's rules: ASCII digits, whole link.
+_SOCKET_LINK = re.compile(r"(?:\A|\0)socket:\[([0-9]+)\](?=\0|\Z)")
+#: Fd tables larger than this are always listed (the probe's name list stays small).
+MAX_PROBE = 1 << 16
+_names: list[str] = []
+Status = Literal["ok", "denied", "vanished"]
+STATUSES: tuple[Status, ...] = ("ok", "denied", "vanished")
+
+
+def inode_array(inodes: list[int]) -> array[int]:
+    """Socket inodes as 4-byte unsigned ints (a kernel's are 32-bit); 8 bytes only if one is larger."""
+    try:
+        return array("I", inodes)
+    except OverflowError:  # a fixture tree's link: no kernel makes such an inode
+        return array("Q", inodes)
+
+
+def empty() -> array[int]:
+    return array("I")
+
+
+@dataclass(slots=True)
+class ProcessRead:
+    """What reading one pid found. ``sockets`` is empty unless ``status`` is ok and not ``unchanged``."""
+
+    pid: int
+    status: Status = "ok"
+    sockets: array[int] = field(default_factory=empty)
+    unchanged: bool = False  # the key matched the expected one: the fds were not read
+    key: bytes | None = None  # owner-cache key read before listing (None: not cacheable)
+    since: float = 0.0  # CLOCK_MONOTONIC right after the key was read (system-wide, so workers agree)
+    scanned_fds: int = 0
+    vanished_fds: int = 0
+
+
+def socket_inode(link: str) -> int | None:
+    """The inode of an fd link target ``socket:[12345]``, or None for anything else.
+
+    >>> socket_inode("socket:[12345]"), socket_inode("pipe:[1]"), socket_inode("/tmp/socket:[1]")
+    (12345, None, None)
+    """
+    if not (link.startswith(SOCKET_PREFIX) and link.endswith("]")):
+        return None
+    digits = link[len(SOCKET_PREFIX) : -1]
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def read_process(procfs: str, pid: int, fds: int, *, want_key: bool = False,
+                 expected: bytes | None = None) -> ProcessRead:
+    """Read ``pid``'s socket inodes. ``fds`` is its open-fd count (``st_size`` of its fd dir, -1 when
+    the kernel does not say), taken by the caller just before."""
+    result = ProcessRead(pid)
+    if want_key:
+        result.key = read_key(f"{procfs}/{pid}/task", fds)
+        result.since = time.monotonic()  # after the key: its age must not be overstated
+        if expected is not None and result.key == expected:
+            result.unchanged = True
+            return result
+    _read_fds(f"{procfs}/{pid}/fd", fds, result)
+    return result
+
+
+def _dense_names(fds: int) -> list[str]:
+    """``["0", "1", ... str(fds - 1)]``, from a list kept between calls."""
+    while len(_names) < fds:
+        _names.append(str(len(_names)))
+    return _names[:fds]
+
+
+def _read_fds(fd_dir: str, fds: int, result: ProcessRead) -> None:
+    """Probe a dense table, else list it; read every link in one ``map``; on any error in the
+    listed read, re-read carefully, per fd."""
+    try:
+        dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, ProcessLookupError):
+        result.status = "vanished"
+        return
+    except PermissionError:
+        result.status = "denied"
+        return
+    try:
+        if 0 < fds <= MAX_PROBE:
+            try:
+                links = list(map(functools.partial(os.readlink, dir_fd=dir_fd), _dense_names(fds)))
+            except OSError:  # a hole (or the process is going): list it, and tell which
+                pass
+            else:
+                result.scanned_fds += len(links)
+                result.sockets = _socket_inodes(links)
+                return
+        try:
+            names = os.listdir(dir_fd)
+        except (FileNotFoundError, ProcessLookupError):
+            result.status = "vanished"
+            return
+        except PermissionError:
+            result.status = "denied"
+            return
+        try:
+            links = list(map(functools.partial(os.readlink, dir_fd=dir_fd), names))
+        except OSError:
+            _read_fds_carefully(dir_fd, names, result)
+            return
+        result.scanned_fds += len(links)
+        result.sockets = _socket_inodes(links)
+    finally:
+        os.close(dir_fd)
+
+
+def _socket_inodes(links: list[str]) -> array[int]:
+    """The inodes of the ``socket:[N]`` links, by :func:`socket_inode`'s rules, in one regex pass."""
+    return inode_array(list(map(int, _SOCKET_LINK.findall("\0".join(links)))))
+
+
+def _read_fds_carefully(dir_fd: int, names: list[str], result: ProcessRead) -> None:
+    """Per-fd reads, telling a closed fd (counted) from a not-a-link entry and a vanished process."""
+    inodes: list[int] = []
+    for name in names:
+        try:
+            link = os.readlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            result.vanished_fds += 1
+            continue
+        except ProcessLookupError:
+            result.status, result.sockets = "vanished", empty()
+            return
+        except PermissionError:  # credentials changed mid-read (setuid exec)
+            result.status, result.sockets = "denied", empty()
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENAMETOOLONG):  # not a link / huge path: no socket
+                raise
+            result.scanned_fds += 1
+            continue
+        result.scanned_fds += 1
+        inode = socket_inode(link)
+        if inode is not None:
+            inodes.append(inode)
+    result.sockets = inode_array(inodes)
