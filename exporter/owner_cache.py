@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 from array import array
-from dataclasses import dataclass
 
 MIN_FDS = 32
 FDS_PER_THREAD = 8
@@ -46,14 +45,17 @@ MAX_AGE = 60.0
 MAX_AGE_SPREAD = 30.0
 
 
-@dataclass(slots=True)
 class Entry:
-    """One process as a full read found it: the key read before listing, and its socket inodes."""
+    """One process as a full read found it: the key read before listing, and its socket inodes.
+    (Not a dataclass: a scan worker imports this module, and dataclasses costs it megabytes.)"""
 
-    key: bytes
-    fds: int
-    sockets: array[int]  # every socket inode it held, in fd order
-    since: float  # monotonic time this key was first read with these sockets
+    __slots__ = ("fds", "key", "since", "sockets")
+
+    def __init__(self, key: bytes, fds: int, sockets: array[int], since: float) -> None:
+        self.key = key
+        self.fds = fds
+        self.sockets = sockets  # every socket inode it held, in fd order
+        self.since = since  # monotonic time this key was first read with these sockets
 
 
 def read_key(task_dir: str, fds: int) -> bytes | None:

@@ -33,10 +33,14 @@ import os
 import re
 import time
 from array import array
-from dataclasses import dataclass, field
-from typing import Literal
 
 from .owner_cache import read_key
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a worker imports this module
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Status = Literal["ok", "denied", "vanished"]
 
 SOCKET_PREFIX = "socket:["
 #: The links are joined with NUL (which no link target holds), so that one C pass finds the socket
@@ -45,34 +49,51 @@ _SOCKET_LINK = re.compile(r"(?:\A|\0)socket:\[([0-9]+)\](?=\0|\Z)")
 #: Fd tables larger than this are always listed (the probe's name list stays small).
 MAX_PROBE = 1 << 16
 _names: list[str] = []
-Status = Literal["ok", "denied", "vanished"]
 STATUSES: tuple[Status, ...] = ("ok", "denied", "vanished")
 
 
 def inode_array(inodes: list[int]) -> array[int]:
-    """Socket inodes as 4-byte unsigned ints (a kernel's are 32-bit); 8 bytes only if one is larger."""
+    """Socket inodes as 4-byte unsigned ints (a kernel's are 32-bit); 8 bytes only if one is larger,
+    and none beyond 64 bits (no socket table can name one, so it can never be wanted)."""
     try:
         return array("I", inodes)
     except OverflowError:  # a fixture tree's link: no kernel makes such an inode
-        return array("Q", inodes)
+        return array("Q", [inode for inode in inodes if inode < 1 << 64])
 
 
 def empty() -> array[int]:
     return array("I")
 
 
-@dataclass(slots=True)
 class ProcessRead:
-    """What reading one pid found. ``sockets`` is empty unless ``status`` is ok and not ``unchanged``."""
+    """What reading one pid found. ``sockets`` is empty unless ``status`` is ok and not ``unchanged``.
 
-    pid: int
-    status: Status = "ok"
-    sockets: array[int] = field(default_factory=empty)
-    unchanged: bool = False  # the key matched the expected one: the fds were not read
-    key: bytes | None = None  # owner-cache key read before listing (None: not cacheable)
-    since: float = 0.0  # CLOCK_MONOTONIC right after the key was read (system-wide, so workers agree)
-    scanned_fds: int = 0
-    vanished_fds: int = 0
+    A plain class, not a dataclass: importing dataclasses would cost every worker megabytes.
+    """
+
+    __slots__ = ("key", "pid", "scanned_fds", "since", "sockets", "status", "unchanged", "vanished_fds")
+
+    def __init__(self, pid: int, status: Status = "ok", sockets: array[int] | None = None, unchanged: bool = False,
+                 key: bytes | None = None, since: float = 0.0, scanned_fds: int = 0, vanished_fds: int = 0) -> None:
+        self.pid = pid
+        self.status = status
+        self.sockets = empty() if sockets is None else sockets
+        self.unchanged = unchanged  # the key matched the expected one: the fds were not read
+        self.key = key  # owner-cache key read before listing (None: not cacheable)
+        self.since = since  # CLOCK_MONOTONIC right after the key was read (system-wide: workers agree)
+        self.scanned_fds = scanned_fds
+        self.vanished_fds = vanished_fds
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProcessRead) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
+
+    def __repr__(self) -> str:
+        return f"ProcessRead({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
 
 
 def socket_inode(link: str) -> int | None:

@@ -27,10 +27,11 @@ import select
 import struct
 import sys
 from array import array
-from collections.abc import Iterable
-from contextlib import suppress
 
-from .owner_read import STATUSES, ProcessRead, read_process
+from .owner_read import STATUSES, TYPE_CHECKING, ProcessRead, read_process
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 LENGTH = struct.Struct("<I")
 REQUEST_HEAD = struct.Struct("<BBH")
@@ -138,7 +139,12 @@ def serve(rfd: int, wfd: int, parent: int) -> None:
 
 def main() -> None:
     """Entry point in the worker process: ``sys.argv[1]`` is the exporter's pid."""
-    with suppress(OSError), open("/proc/self/comm", "w") as f:
-        f.write("socket-owners")  # what ps and top show; the exporter's own stays
-    with suppress(BrokenPipeError, KeyboardInterrupt):
+    try:  # (no contextlib.suppress: every module imported here is resident in every worker)
+        with open("/proc/self/comm", "w") as f:
+            f.write("socket-owners")  # what ps and top show; the exporter's own stays
+    except OSError:
+        pass
+    try:
         serve(sys.stdin.fileno(), sys.stdout.fileno(), int(sys.argv[1]))
+    except (BrokenPipeError, KeyboardInterrupt):  # the exporter is gone, or Ctrl-C reached its group
+        return
