@@ -16,8 +16,9 @@ exporter places the wanted ones (exporter/owners.py).
   order: 4 bytes an inode, sent over a pipe as it is, and equal for two reads of an unchanged table;
 * does not even list the fd dir when its table is dense, as a server's usually is: with ``fds``
   open fds (the fd dir's ``st_size``), if fds 0 .. fds-1 all read, there is no other fd. Listing
-  costs a noticeable fraction of the readlinks; a table with holes fails the probe at its first
-  hole and is then listed and read as usual (the readlinks before the hole are wasted);
+  costs a noticeable fraction of the readlinks. The probe goes by chunks of PROBE_CHUNK fds; the
+  first chunk holding a hole is given up (those readlinks are the waste), and the fds from there on
+  are listed and read as usual;
 * with the owner cache on (``want_key``), reads the process's "has it run" key BEFORE listing its fds
   (exporter/owner_cache.py) and, when it equals the ``expected`` key of the cache entry, does not read
   the fds at all (``unchanged``): the caller then reuses the entry's inodes.
@@ -38,6 +39,7 @@ from .owner_cache import read_key
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a worker imports this module
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Literal
 
     Status = Literal["ok", "denied", "vanished"]
@@ -48,6 +50,8 @@ SOCKET_PREFIX = "socket:["
 _SOCKET_LINK = re.compile(r"(?:\A|\0)socket:\[([0-9]+)\](?=\0|\Z)")
 #: Fd tables larger than this are always listed (the probe's name list stays small).
 MAX_PROBE = 1 << 16
+#: Fds probed per ``map``: a hole costs at most this many wasted readlinks.
+PROBE_CHUNK = 512
 _names: list[str] = []
 STATUSES: tuple[Status, ...] = ("ok", "denied", "vanished")
 
@@ -131,8 +135,8 @@ def _dense_names(fds: int) -> list[str]:
 
 
 def _read_fds(fd_dir: str, fds: int, result: ProcessRead) -> None:
-    """Probe a dense table, else list it; read every link in one ``map``; on any error in the
-    listed read, re-read carefully, per fd."""
+    """Probe the table as dense, chunk by chunk; from the first chunk with a hole on, list it; read
+    the links in bulk; on any error in the listed read, re-read those carefully, per fd."""
     try:
         dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY)
     except (FileNotFoundError, ProcessLookupError):
@@ -141,29 +145,32 @@ def _read_fds(fd_dir: str, fds: int, result: ProcessRead) -> None:
     except PermissionError:
         result.status = "denied"
         return
+    readlink = functools.partial(os.readlink, dir_fd=dir_fd)
     try:
+        links: list[str] = []
         if 0 < fds <= MAX_PROBE:
+            names = _dense_names(fds)
+            while len(links) < fds:
+                try:
+                    links += list(map(readlink, names[len(links) : len(links) + PROBE_CHUNK]))
+                except OSError:  # a hole (or the process is going): list from this chunk on
+                    break
+        if len(links) != fds:
             try:
-                links = list(map(functools.partial(os.readlink, dir_fd=dir_fd), _dense_names(fds)))
-            except OSError:  # a hole (or the process is going): list it, and tell which
-                pass
-            else:
-                result.scanned_fds += len(links)
-                result.sockets = _socket_inodes(links)
+                names = os.listdir(dir_fd)
+            except (FileNotFoundError, ProcessLookupError):
+                result.status = "vanished"
                 return
-        try:
-            names = os.listdir(dir_fd)
-        except (FileNotFoundError, ProcessLookupError):
-            result.status = "vanished"
-            return
-        except PermissionError:
-            result.status = "denied"
-            return
-        try:
-            links = list(map(functools.partial(os.readlink, dir_fd=dir_fd), names))
-        except OSError:
-            _read_fds_carefully(dir_fd, names, result)
-            return
+            except PermissionError:
+                result.status = "denied"
+                return
+            if links:  # fds 0 .. len(links)-1 are read already
+                names = [name for name in names if not name.isdigit() or int(name) >= len(links)]
+            try:
+                links += list(map(readlink, names))
+            except OSError:
+                if not _read_carefully(readlink, names, links, result):
+                    return
         result.scanned_fds += len(links)
         result.sockets = _socket_inodes(links)
     finally:
@@ -175,28 +182,22 @@ def _socket_inodes(links: list[str]) -> array[int]:
     return inode_array(list(map(int, _SOCKET_LINK.findall("\0".join(links)))))
 
 
-def _read_fds_carefully(dir_fd: int, names: list[str], result: ProcessRead) -> None:
-    """Per-fd reads, telling a closed fd (counted) from a not-a-link entry and a vanished process."""
-    inodes: list[int] = []
+def _read_carefully(readlink: Callable[[str], str], names: list[str], links: list[str], result: ProcessRead) -> bool:
+    """Per-fd reads into ``links``, telling a closed fd (counted) from a not-a-link entry and a
+    vanished or forbidden process (False, with the status set)."""
     for name in names:
         try:
-            link = os.readlink(name, dir_fd=dir_fd)
+            links.append(readlink(name))
         except FileNotFoundError:
             result.vanished_fds += 1
-            continue
         except ProcessLookupError:
-            result.status, result.sockets = "vanished", empty()
-            return
+            result.status = "vanished"
+            return False
         except PermissionError:  # credentials changed mid-read (setuid exec)
-            result.status, result.sockets = "denied", empty()
-            return
+            result.status = "denied"
+            return False
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENAMETOOLONG):  # not a link / huge path: no socket
                 raise
             result.scanned_fds += 1
-            continue
-        result.scanned_fds += 1
-        inode = socket_inode(link)
-        if inode is not None:
-            inodes.append(inode)
-    result.sockets = inode_array(inodes)
+    return True

@@ -138,15 +138,20 @@ def test_worker_dead_between_scans_is_replaced_first(pool: OwnerPool) -> None:
     assert victim not in pool.pids and len(pool.pids) == 3
 
 
-@pytest.mark.parametrize("holes", [False, True])
-def test_dense_probe_and_listing_read_the_same(holes: bool) -> None:
-    """fds 0..n-1 all open: read without listing; with holes: listed. Same sockets either way."""
+@pytest.mark.parametrize("holes", [(), (5, 9, 30), (700, 701, 1100), (3, 600, 1190)],
+                         ids=["dense", "early", "late", "both"])
+def test_dense_probe_and_listing_read_the_same(holes: tuple[int, ...]) -> None:
+    """fds 0..n-1 all open: read without listing; with holes (before or after the first probe chunk),
+    listed from the chunk holding the first one on. Same sockets either way, each fd read once."""
     child = subprocess.Popen([sys.executable, "-c", f"""
-import os, socket, sys
-socks = [socket.socket() for _ in range(40)]
-if {holes}:
-    for s in socks[5:30:3]:
-        s.close()
+import os, resource, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+socks = {{}}
+while len(socks) < 1200:
+    s = socket.socket()
+    socks[s.fileno()] = s
+for fd in {holes!r}:
+    socks.pop(fd).close()
 print("ready", flush=True)
 sys.stdin.read()
 """], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -156,8 +161,8 @@ sys.stdin.read()
         names = sorted(map(int, os.listdir(f"/proc/{child.pid}/fd")))
         assert (names == list(range(fds))) is not holes
         read = read_process("/proc", child.pid, fds)
-        assert read.status == "ok" and set(read.sockets) == held_by([child.pid]) and len(read.sockets) >= 25
-        assert read.scanned_fds >= fds  # a failed probe adds its wasted reads
+        assert read.status == "ok" and sorted(read.sockets) == sorted(held_by([child.pid]))
+        assert len(read.sockets) == 1200 - len(holes) and read.scanned_fds == fds
     finally:
         child.communicate(timeout=10)
 
