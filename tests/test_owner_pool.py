@@ -120,7 +120,7 @@ def test_worker_killed_mid_scan_costs_speed_not_the_answer(pool: OwnerPool, capl
     job = begin_scan("/proc", OwnerCache(), pool)
     os.kill(victim, signal.SIGKILL)
     with caplog.at_level(logging.WARNING, logger="exporter.owner_pool"):
-        scan = job.finish(wanted)
+        scan = job.finish(set(wanted))
     assert scan.owner == dict.fromkeys(wanted, min(pids))
     assert f"owner scan worker {victim} exited mid-scan" in caplog.text
     assert victim not in pool.pids and len(pool.pids) == 2
