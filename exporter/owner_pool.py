@@ -118,6 +118,13 @@ class OwnerPool:
         """Send ``(task, weight)`` pairs to the workers; None when the pool is busy or has no worker."""
         if not self._lock.acquire(blocking=False):
             return None
+        try:
+            return self._start(procfs, want_key, tasks)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start(self, procfs: str, want_key: bool, tasks: list[tuple[Task, int]]) -> PoolScan | None:
         for i, worker in enumerate(self._workers):
             if worker is None or worker.proc.poll() is not None:
                 if worker is not None:

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Literal
 
-    Status = Literal["ok", "denied", "vanished"]
+    #: "failed": only between a worker and the exporter: an unexpected OSError, which the exporter
+    #: reproduces by reading that pid itself (and fails the owner stage with it, as it always did).
+    Status = Literal["ok", "denied", "vanished", "failed"]
 
 SOCKET_PREFIX = "socket:["
 #: The links are joined with NUL (which no link target holds), so that one C pass finds the socket
@@ -53,7 +55,7 @@ MAX_PROBE = 1 << 16
 #: Fds probed per ``map``: a hole costs at most this many wasted readlinks.
 PROBE_CHUNK = 512
 _names: list[str] = []
-STATUSES: tuple[Status, ...] = ("ok", "denied", "vanished")
+STATUSES: tuple[Status, ...] = ("ok", "denied", "vanished", "failed")
 
 
 def inode_array(inodes: list[int]) -> array[int]:

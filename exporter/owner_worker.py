@@ -133,8 +133,15 @@ def serve(rfd: int, wfd: int, parent: int) -> None:
         if payload is None:
             return
         procfs, want_key, tasks = decode_request(payload)
-        results = [read_process(procfs, pid, fds, want_key=want_key, expected=key) for pid, fds, key in tasks]
-        write_all(wfd, encode_results(results))
+        write_all(wfd, encode_results([_read(procfs, want_key, task) for task in tasks]))
+
+
+def _read(procfs: str, want_key: bool, task: Task) -> ProcessRead:
+    pid, fds, key = task
+    try:
+        return read_process(procfs, pid, fds, want_key=want_key, expected=key)
+    except OSError:  # not vanished/denied: the exporter reads it again and reports what it gets
+        return ProcessRead(pid, "failed")
 
 
 def main() -> None:

@@ -133,7 +133,14 @@ class ScanJob:
         elif cache is not None:
             self.cache = None  # the cache's key needs the fd count (Linux >= 6.2)
         if pool is not None:
-            self._start_pool(pool)
+            try:
+                self._start_pool(pool)
+            except OSError as exc:  # raised by finish(), in the owner stage, like any scan error
+                self.abandon()
+                self._error = exc
+
+    def __del__(self) -> None:
+        self.abandon()  # a collection that failed between begin and finish must not keep the pool
 
     def _task(self, pid: int, fds: int, now: float) -> Task:
         entry = self.cache.usable(pid, fds, now) if self.cache is not None else None
@@ -179,11 +186,15 @@ class ScanJob:
         results, leftover = self._pool_scan.collect()
         self._pool_scan = None
         reads = self._early
+        tasks = {pid: (pid, fds, key) for pid, fds, key in leftover}
         for r in results:
-            reads[r.pid] = r
+            if r.status == "failed":  # an unexpected error in the worker: read it here, raise it here
+                tasks[r.pid] = (r.pid, self._fds[r.pid], self._expected[r.pid].key if r.pid in self._expected else None)
+            else:
+                reads[r.pid] = r
         scan = OwnerScan(pooled_pids=sum(r.status == "ok" for r in results))
         want_key = self.cache is not None
-        for pid, fds, key in leftover:  # a failed worker's share: read here
+        for pid, fds, key in tasks.values():  # a failed worker's share: read here
             reads[pid] = read_process(self.procfs, pid, fds, want_key=want_key, expected=key)
         for pid in self.pids:
             if (got := reads.get(pid)) is not None:
