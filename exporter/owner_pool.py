@@ -1,10 +1,10 @@
 """A small, long-lived pool of owner-scan worker processes, so a busy host's fd tables are read in parallel.
 
 Why processes: the owner scan's cost is one ``readlink`` per open fd of every process, mostly kernel
-time, and the kernel path runs under the GIL's shadow only in part: threads barely help (the Python
-share, the call and the string, is serialised), separate processes scale with the CPUs. When every
-socket holder ran since the last scrape the owner cache (exporter/owner_cache.py) cannot help, and
-this is what is left.
+time. Threads were measured not to help (each readlink gives up and takes back the GIL, and the
+Python between two of them, the call and the string, runs one thread at a time); separate processes
+do scale with the CPUs (README, Performance). When every socket holder ran since the last scrape the
+owner cache (exporter/owner_cache.py) cannot help, and this is what is left.
 
 Design, and why each choice:
 
@@ -15,10 +15,12 @@ Design, and why each choice:
   builds a new pipeline, not a new pool). One scan uses the pool at a time; a second, concurrent one
   (an old and a new config during a reload) scans in-process instead of waiting.
 * **Fresh interpreters, not forks** (``subprocess`` with ``close_fds``, ``python -I -S``): the pool is
-  started lazily from whichever thread builds the first pipeline and respawns workers from the
-  collect thread, and forking a threaded process copies locks held by other threads. A fresh
-  interpreter also holds none of the exporter's fds (its listening socket, client connections) and
-  none of its memory: a worker imports only exporter/owner_read.py.
+  started by the first pipeline (at start-up, on the main thread, before the server binds) but
+  respawns workers from the collect thread, and forking a threaded process copies locks other
+  threads hold; ``subprocess`` forks and execs in C, which is safe there. A fresh interpreter also
+  holds none of the exporter's fds (its listening socket, client connections), none of its memory,
+  and imports only exporter/owner_read.py (no dataclasses, no typing: each costs every worker RSS).
+  Its cost is a fraction of a second of start-up, once, in the background.
 * **Compact answers**: each worker returns, per pid, the raw bytes of an ``array('I')`` of socket
   inodes (exporter/owner_worker.py has the wire format); nothing is pickled.
 * **Balanced by fd count**: the exporter ``stat``s each fd dir (its ``st_size`` is the number of open
