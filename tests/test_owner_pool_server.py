@@ -22,7 +22,7 @@ import pytest
 from exporter.owner_pool import ENV_WORKERS
 from tests import reference
 from tests._served import http, running_exporter
-from tests.benchmark.measure import workers_of
+from tests.benchmark.procstat import workers_of
 from tests.benchmark.stir import stirred
 from tests.exposition import owner_counts
 from tests.netns import Netns
