@@ -8,6 +8,9 @@ Stages, each timed and reported as success/failure (node_exporter style):
   The Pipeline keeps an owner cache between scrapes: the socket inodes of processes that have not
   run since it read them (exporter/owner_cache.py); counts and owners are still computed afresh.
   A procfs that shows no process at all (empty, unmounted) fails it (exporter/procfs_check.py).
+  The scan is *begun* before the dump, so that the scan workers (exporter/owner_pool.py) read the
+  fd tables while the dump runs, and finished after it (exporter/owners.py); the stage's time is
+  what the collection waited for it after the dump.
 
 Why a failed table is left out instead of counted as zero: a kernel error or an unreadable
 /proc/net file says nothing about how many sockets exist, and a 0 would page nobody while CLOSE_WAIT
@@ -39,6 +42,7 @@ from .config import DEFAULT_COLLECTION_TIMEOUT, Config
 from .kinds import tables_for
 from .model import Table
 from .owner_cache import OwnerCache
+from .owner_pool import shared_pool
 from .port_views import Views, ViewsResult, wants_detail
 from .procfs_check import owner_scan_blocked
 from .sources import TableReader
@@ -77,6 +81,8 @@ class Pipeline:
         self._sources = TableReader(config.source, config.procfs, self.tables, *wants_detail(config))
         # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
         self._owner_cache = OwnerCache()
+        # Scan worker processes, one pool per exporter process (owner_pool.py); None: scan in-process.
+        self._owner_pool = shared_pool() if config.per_process.enabled else None
         self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
         if config.network_namespaces == "all":
             self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs),
@@ -84,21 +90,29 @@ class Pipeline:
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
-        tables, source_of, fallback = self._sources.read(stages)
-        # The listener/port views read the exporter's own namespace (issue 11 in all mode: not yet per namespace).
-        views = self._views.collect(tables, source_of, stages) if self._views.enabled else None
-        served: set[Table] | dict[Table, str] = source_of
-        namespaces = None
-        if self._every is not None:
-            own = self._every.own_read(tables, source_of, stages)  # read above, as in own mode
-            namespaces = [own, *self._every.read(stages)]
-            tables, served = merge(own, namespaces[1:])
-            for ns in namespaces:
-                ns.counts = {k: n for k, n in count_totals(ns.tables, ns.served).items() if n}
-                ns.tables = []
+        owner_job = None
+        if config.per_process.enabled:  # begun first: the workers read /proc/PID/fd during the dump
+            owner_job = owners.begin_scan(config.procfs, self._owner_cache, self._owner_pool)
+        try:
+            tables, source_of, fallback = self._sources.read(stages)
+            # The listener/port views read the exporter's own namespace (in all mode too, for now).
+            views = self._views.collect(tables, source_of, stages) if self._views.enabled else None
+            served: set[Table] | dict[Table, str] = source_of
+            namespaces = None
+            if self._every is not None:
+                own = self._every.own_read(tables, source_of, stages)  # read above, as in own mode
+                namespaces = [own, *self._every.read(stages)]
+                tables, served = merge(own, namespaces[1:])
+                for ns in namespaces:
+                    ns.counts = {k: n for k, n in count_totals(ns.tables, ns.served).items() if n}
+                    ns.tables = []
+        except BaseException:
+            if owner_job is not None:
+                owner_job.abandon()
+            raise
         counts = Counts(totals=count_totals(tables, served))
         scan = None
-        if config.per_process.enabled:
+        if owner_job is not None:
             timer = StageTimer(stages, "owners")
             wanted = set(chain.from_iterable(st.inodes for st in tables))
             wanted.discard(0)
@@ -106,11 +120,13 @@ class Pipeline:
             problem = owner_scan_blocked(config.procfs)
             if problem is None:
                 try:
-                    scan = owners.scan_owners(config.procfs, wanted, cache=self._owner_cache)
-                    if wanted and not scan.scanned_pids:
+                    scan = owner_job.finish(wanted)
+                    if wanted and not scan.scanned_pids:  # (finish consumed the placed ones)
                         problem = f"no fd table under {config.procfs} could be read"
                 except OSError as exc:  # /proc itself unreadable
                     problem = str(exc)
+            else:
+                owner_job.abandon()
             if problem is None and scan is not None:
                 by_owner = count_by_owner(tables, scan.owner, scan.comm, config.per_process.labels,
                                           config.per_process.max_owners)

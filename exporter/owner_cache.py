@@ -1,11 +1,12 @@
 """Reuse what the last owner scan read from a process's fd table, when that table provably did not change.
 
-Why: the owner scan costs one ``readlink`` per open fd of every process it visits, ~4.5 us of kernel
-time each (Linux 6.18, 2 vCPU): 100k socket fds take ~0.45 CPU-s, and a host with 500 processes x
-200 files pays another 0.45 s for fds that are not even sockets. Most of those processes are idle
-between two scrapes, and a process that did not run cannot have changed its fd table.
+Why: the owner scan costs one ``readlink`` per open fd of every process it visits, kernel time
+that no Python trick removes: 100k socket fds cost a good fraction of a CPU-second, and a host with
+hundreds of processes pays again for fds that are not even sockets. Most of those processes are
+often idle between two scrapes, and a process that did not run cannot have changed its fd table.
+(When they all run, the scan is parallel instead: exporter/owner_pool.py.)
 
-How that is decided, per process, from files that cost ~15 us each to read:
+How that is decided, per process, from a few small files (cheaper than its fds when it holds many):
 
 * ``/proc/PID/fd`` ``st_size`` is its number of open fds (Linux >= 6.2; without it the cache is off);
 * ``/proc/PID/task/TID/schedstat`` of every thread: nanoseconds run and number of times scheduled.
@@ -22,18 +23,20 @@ scrape sooner than that reads the process again (keeping the older entry if noth
 scrapes every second still hit). Every entry is dropped after MAX_AGE (+ a per-pid spread so they do
 not expire together): the one way a table changes while its process sleeps is another process
 sharing it (``clone(CLONE_FILES)`` without ``CLONE_THREAD``, which is rare), and that bounds how
-long such a change can go unseen. All of a process's socket inodes are kept, not only the wanted ones:
-a socket it holds may enter the dump later (bound by another holder).
+long such a change can go unseen. All of a process's socket inodes are kept, not only the wanted ones
+(a socket it holds may enter the dump later), as an ``array('I')``: 4 bytes per socket.
 
 A process with few fds (< MIN_FDS) or many threads (more than one per 8 fds) is simply read: its
 key would cost about as much as its fds. The cache never decides ownership on its own: the scan
 still walks pids in ascending order and takes the first holder, so cached and fresh answers agree.
+A key may be read in a scan worker process (exporter/owner_worker.py): CLOCK_MONOTONIC is
+system-wide, so its times compare with the exporter's.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from array import array
 
 MIN_FDS = 32
 FDS_PER_THREAD = 8
@@ -42,14 +45,17 @@ MAX_AGE = 60.0
 MAX_AGE_SPREAD = 30.0
 
 
-@dataclass(slots=True)
 class Entry:
-    """One process as a full read found it: the key read before listing, and its socket inodes."""
+    """One process as a full read found it: the key read before listing, and its socket inodes.
+    (Not a dataclass: a scan worker imports this module, and dataclasses costs it megabytes.)"""
 
-    key: bytes
-    fds: int
-    sockets: frozenset[int]
-    since: float  # monotonic time this key was first read with these sockets
+    __slots__ = ("fds", "key", "since", "sockets")
+
+    def __init__(self, key: bytes, fds: int, sockets: array[int], since: float) -> None:
+        self.key = key
+        self.fds = fds
+        self.sockets = sockets  # every socket inode it held, in fd order
+        self.since = since  # monotonic time this key was first read with these sockets
 
 
 def read_key(task_dir: str, fds: int) -> bytes | None:
@@ -90,7 +96,7 @@ class OwnerCache:
             return None
         return entry
 
-    def store(self, pid: int, key: bytes | None, fds: int, sockets: frozenset[int], since: float) -> None:
+    def store(self, pid: int, key: bytes | None, fds: int, sockets: array[int], since: float) -> None:
         """Remember a full read; an unchanged young entry keeps its age so that it can reach MIN_AGE."""
         if key is None:
             self.entries.pop(pid, None)

@@ -23,7 +23,11 @@ def fake_case(name: str, sockets: int, scale: float) -> Case:
     samples = {key: [[0.01 * scale * (i + 1), 0.005 * scale]] * 3 for i, key in enumerate(ROWS)}
     result = {"samples": samples, "bytes": dict.fromkeys(ROWS, 1234), "rss_hwm": 50 << 20, "rss": 40 << 20,
               "concurrency": {"1": [0.1], "10": [0.15], "statuses": [200] * 8 + [503] * 2},
-              "flat_rss": {"1": 40 << 20, "10": 41 << 20, "1000": 42 << 20}}
+              "flat_rss": {"1": 40 << 20, "10": 41 << 20, "1000": 42 << 20},
+              "memory": {"family_rss": 60 << 20, "family_pss": 50 << 20, "family_hwm": 70 << 20, "workers": 2},
+              "busy": {"memory": {"family_rss": 61 << 20, "family_pss": 51 << 20, "family_hwm": 71 << 20,
+                                  "workers": 2},
+                       "flat": {"1": 60 << 20, "10": 61 << 20, "1000": 61 << 20}}}
     return Case(name, sockets, 12, result)
 
 
@@ -33,8 +37,10 @@ def test_report_renders_every_row_and_target() -> None:
     assert "Machine: test machine" in text
     assert all(label in text for label in ROWS.values())
     assert "8/10 answered 200" in text and "50.0 MB" in text
+    assert "holders busy: server + 2 scan workers, RSS sum / Pss sum / peak RSS sum | 61.0 / 51.0 / 71.0 MB" in text
     targets = text.split("Targets at 100k:")[1]
-    assert targets.count("MET") + targets.count("MISSED") == 14
+    assert targets.count("MET") + targets.count("MISSED") == 18
+    assert "holders busy: CPU s per HTTP scrape" in targets
 
 
 def test_shards_keep_each_hub_under_fd_setsize() -> None:
@@ -46,10 +52,12 @@ def test_shards_keep_each_hub_under_fd_setsize() -> None:
 def test_tiny_benchmark_runs_end_to_end() -> None:
     require_netns()
     argv = [sys.executable, "-m", "tests.benchmark", "--scales", "150,300", "--busy", "3x40", "--busy-tcp", "100",
-            "--reps", "1", "--cpu-rounds", "1", "--concurrent", "3", "--flat-scrapes", "12", "--flat-scale", "150"]
+            "--reps", "1", "--cpu-rounds", "1", "--concurrent", "3", "--flat-scrapes", "12", "--flat-scale", "150",
+            "--busy-flat-scrapes", "12"]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "| case | measurement |" in out and "Targets at 300:" in out
     assert "busy 3x40" in out and "psutil.net_connections('all')" in out and "ss -tanp" in out
     assert "server RSS after 1 / 10 / 12 scrapes" in out
+    assert "HOLDERS BUSY: exporter HTTP scrape" in out and "holders busy: server + workers RSS sum" in out

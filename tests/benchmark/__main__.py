@@ -9,7 +9,13 @@ errors and Ctrl-C (the namespace kills whatever is left in it). Not part of the 
 path is kept alive by tests/test_benchmark_smoke.py at a tiny scale.
 
 Default run: 10k, 40k, 100k TCP sockets + a busy host (500 processes x 200 fds, with 10k TCP
-sockets), 5 repetitions, 1000 scrapes for RSS flatness at 10k: about 10 minutes on 2 cores.
+sockets), 5 repetitions, 1000 scrapes for RSS flatness at 10k; each of the 10k/40k/100k cases then
+has a "holders busy" phase (every socket holder stopped and continued every 0.2 s, so it runs between
+scrapes and the owner cache cannot help), with 1000 more scrapes at 10k for RSS flatness of the
+exporter and its scan workers. About 4 minutes on 2 cores (more on a loaded machine).
+
+``--exporter-root DIR`` runs the server (the HTTP rows) from another checkout, e.g. to measure a
+base commit in the same conditions; the in-process rows always use this checkout.
 """
 
 from __future__ import annotations
@@ -42,6 +48,16 @@ def wait_listening(ns: Netns, port: int, proc: subprocess.Popen[bytes], deadline
         raise RuntimeError(f"{proc.args} exited {proc.returncode}: is port {port} taken in the namespace?")
 
 
+def holders(pids: list[int]) -> list[int]:
+    """``pids`` and their children (the hub's forked kid shares its sockets)."""
+    out = list(pids)
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    return out
+
+
 def run_case(name: str, tcp: int, busy: tuple[int, int] | None, args: argparse.Namespace,
              flat: int) -> Case:
     print(f"# {name}: building the population ...", file=sys.stderr, flush=True)
@@ -50,12 +66,16 @@ def run_case(name: str, tcp: int, busy: tuple[int, int] | None, args: argparse.N
               file=sys.stderr, flush=True)
         deadline = time.monotonic() + 60
         exporter = ns.popen([sys.executable, "-m", "exporter", "--web.listen-address",
-                             f"127.0.0.1:{EXPORTER_PORT}", "--log.level", "warning"], cwd=ROOT)
+                             f"127.0.0.1:{EXPORTER_PORT}", "--log.level", "warning"],
+                            cwd=args.exporter_root or ROOT)
         wait_listening(ns, EXPORTER_PORT, exporter, deadline)
         cfg: dict[str, Any] = {"reps": args.reps, "sources": args.sources.split(","),
                                "exporter_port": EXPORTER_PORT, "exporter_pid": exporter.pid,
                                "concurrent": args.concurrent, "cpu_rounds": args.cpu_rounds,
                                "flat_scrapes": flat}
+        if not busy and args.busy_period > 0:
+            cfg.update(holders=holders([w.pid for w in pop.workers]), busy_period=args.busy_period,
+                       busy_flat_scrapes=args.busy_flat_scrapes if flat else 0)
         node = shutil.which(NODE_EXPORTER)
         if node and not args.no_node_exporter:
             proc = ns.popen([node, "--collector.disable-defaults", "--collector.tcpstat",
@@ -97,6 +117,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu-rounds", type=int, default=3, help="rounds of 1 vs N concurrent scrapes")
     p.add_argument("--flat-scrapes", type=int, default=1000, help="back-to-back scrapes for RSS flatness")
     p.add_argument("--flat-scale", type=int, default=10000, help="the scale (of --scales) that runs them")
+    p.add_argument("--busy-period", type=float, default=0.2,
+                   help="holders busy phase: stop+continue every holder this often (0: no such phase)")
+    p.add_argument("--busy-flat-scrapes", type=int, default=1000,
+                   help="back-to-back scrapes with holders busy for RSS flatness (at --flat-scale)")
+    p.add_argument("--exporter-root", metavar="DIR", help="run the server from this checkout (default: this one)")
     p.add_argument("--no-node-exporter", action="store_true", help="skip the node_exporter column")
     p.add_argument("--case-timeout", type=float, default=1200, help="seconds for one case's measurements")
     p.add_argument("--namespaces", metavar="NxS", help="also run network_namespaces: all at N namespaces of S "

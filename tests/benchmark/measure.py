@@ -10,6 +10,14 @@ once, in an order rotated by one each time, and the table reports the median, so
 column alike. Each sample records wall time and the CPU time of whoever did the work (this process,
 the ``ss`` child, or the server process from /proc/PID/stat), since CPU time is less noisy.
 
+With ``holders`` (the socket holders' pids), a second phase follows, "holders busy": the holders
+are made to run between scrapes (tests/benchmark/stir.py), so the owner cache cannot vouch for any of
+them, and the HTTP scrape, the in-process collection and psutil are timed again the same way.
+
+CPU includes the owner scan's worker processes (exporter/owner_pool.py): a server's or this
+harness's children whose comm is ``socket-owners``. RSS is reported for the server alone and for
+the server plus its workers (VmRSS summed, which counts shared library pages twice, and Pss).
+
 Prints one JSON object: ``{"samples": {name: [[wall, cpu], ...]}, "bytes": {...}, ...}``.
 """
 
@@ -34,27 +42,10 @@ from exporter.metrics import SocketMetricsCollector
 from exporter.owner_cache import MIN_AGE
 from exporter.reload import ExporterState
 from tests.benchmark import ports
+from tests.benchmark.procstat import family_memory, proc_cpu, proc_status, workers_cpu, workers_of
+from tests.benchmark.stir import stirred
 
 Sample = tuple[float, float]  # wall seconds, CPU seconds
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (proc(5) stat fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM) in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
 def http_get(port: int, path: str = "/metrics", timeout: float = 120) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -93,9 +84,11 @@ def psutil_variant(kind: str, by_pid: bool) -> Callable[[], int]:
 
 
 def timed_self(fn: Callable[[], int]) -> tuple[Sample, int]:
-    t0, c0 = time.perf_counter(), time.process_time()
+    workers = workers_of(os.getpid())
+    t0, c0, w0 = time.perf_counter(), time.process_time(), workers_cpu(workers)
     size = fn()
-    return (time.perf_counter() - t0, time.process_time() - c0), size
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return (wall, cpu + workers_cpu(workers) - w0), size
 
 
 def timed_child(argv: list[str]) -> tuple[Sample, int]:
@@ -106,12 +99,14 @@ def timed_child(argv: list[str]) -> tuple[Sample, int]:
 
 
 def timed_http(port: int, pid: int) -> tuple[Sample, int]:
-    c0, t0 = proc_cpu(pid), time.perf_counter()
+    workers = workers_of(pid)
+    c0, t0 = proc_cpu(pid) + workers_cpu(workers), time.perf_counter()
     status, body = http_get(port)
     wall = time.perf_counter() - t0
     if status != 200:
         raise RuntimeError(f"scrape of :{port} answered {status}")
-    return (wall, proc_cpu(pid) - c0), len(body)
+    time.sleep(0.02)  # let the server and its workers account their last tick
+    return (wall, proc_cpu(pid) + workers_cpu(workers) - c0), len(body)
 
 
 def measurements(cfg: dict[str, Any]) -> dict[str, Callable[[], tuple[Sample, int]]]:
@@ -153,31 +148,58 @@ def concurrency(port: int, pid: int, n: int) -> tuple[float, list[int]]:
     return proc_cpu(pid) - c0, statuses
 
 
-def flat_rss(port: int, pid: int, scrapes: int) -> dict[str, int]:
-    """VmRSS after the 10th and after the last of ``scrapes`` back-to-back scrapes."""
+def flat_rss(port: int, pid: int, scrapes: int, family: bool = False) -> dict[str, int]:
+    """VmRSS (of the server, or summed with its workers') after the 1st, 10th and last of ``scrapes``
+    back-to-back scrapes."""
     rss: dict[str, int] = {}
     for i in range(1, scrapes + 1):
         http_get(port)
         if i in (1, 10, scrapes):
-            rss[str(i)] = proc_status(pid, "VmRSS")
+            rss[str(i)] = family_memory(pid)["family_rss"] if family else proc_status(pid, "VmRSS")
     return rss
 
 
-def main(cfg: dict[str, Any]) -> dict[str, Any]:
-    todo = measurements(cfg)
+def busy_measurements(cfg: dict[str, Any]) -> dict[str, Callable[[], tuple[Sample, int]]]:
+    """The "holders busy" phase: fresh long-lived states (their cache learns the busy holders)."""
+    fn = exporter_variant("all", "netlink", True)
+    psutil_all = psutil_variant("all", by_pid=True)
+    return {"busy exporter HTTP scrape": lambda: timed_http(cfg["exporter_port"], cfg["exporter_pid"]),
+            "busy exporter netlink all owners": lambda: timed_self(fn),
+            "busy psutil all": lambda: timed_self(psutil_all)}
+
+
+def run_rounds(todo: dict[str, Callable[[], tuple[Sample, int]]], reps: int,
+               samples: dict[str, list[Sample]], sizes: dict[str, int]) -> None:
+    """A warm-up round, then ``reps`` rounds in an order rotated by one each time (module docstring)."""
     names = list(todo)
-    samples: dict[str, list[Sample]] = {name: [] for name in names}
-    sizes: dict[str, int] = {}
     for name in names:  # warm-up round, not recorded: imports, page cache, the states' first scrape
         todo[name]()
     # The owner cache trusts what it read only MIN_AGE later: without this wait, a short run (10k
     # sockets, --reps 3: a round takes under a second) times full reads in its first repetitions and
     # the cached rows mix two regimes. Every recorded repetition now sees the steady state.
     time.sleep(MIN_AGE)
-    for rep in range(cfg["reps"]):
+    for rep in range(reps):
         for name in names[rep % len(names):] + names[: rep % len(names)]:
             sample, sizes[name] = todo[name]()
-            samples[name].append(sample)
+            samples.setdefault(name, []).append(sample)
+
+
+def busy_phase(cfg: dict[str, Any], samples: dict[str, list[Sample]], sizes: dict[str, int]) -> dict[str, Any]:
+    """Stir the holders (tests/benchmark/stir.py) while the busy rows are timed; memory after them."""
+    port, pid = cfg["exporter_port"], cfg["exporter_pid"]
+    with stirred(cfg["holders"], cfg["busy_period"]):
+        run_rounds(busy_measurements(cfg), cfg["reps"], samples, sizes)
+        out: dict[str, Any] = {"memory": family_memory(pid)}
+        if cfg.get("busy_flat_scrapes"):
+            out["flat"] = flat_rss(port, pid, cfg["busy_flat_scrapes"], family=True)
+        return out
+
+
+def main(cfg: dict[str, Any]) -> dict[str, Any]:
+    todo = measurements(cfg)
+    samples: dict[str, list[Sample]] = {}
+    sizes: dict[str, int] = {}
+    run_rounds(todo, cfg["reps"], samples, sizes)
     port, pid = cfg["exporter_port"], cfg["exporter_pid"]
     conc: dict[str, Any] = {"1": [], str(cfg["concurrent"]): [], "statuses": []}
     for _ in range(cfg["cpu_rounds"]):
@@ -186,9 +208,13 @@ def main(cfg: dict[str, Any]) -> dict[str, Any]:
         conc[str(cfg["concurrent"])].append(cpu)
         conc["statuses"] += statuses
     result = {"samples": samples, "bytes": sizes, "concurrency": conc,
-              "rss_hwm": proc_status(pid, "VmHWM"), "rss": proc_status(pid, "VmRSS")}
+              "rss_hwm": proc_status(pid, "VmHWM"), "rss": proc_status(pid, "VmRSS"),
+              "memory": family_memory(pid)}
     if cfg.get("flat_scrapes"):
         result["flat_rss"] = flat_rss(port, pid, cfg["flat_scrapes"])
+    if cfg.get("holders"):
+        result["busy"] = busy_phase(cfg, samples, sizes)
+        result["rss_hwm_busy"] = proc_status(pid, "VmHWM")
     return result
 
 

@@ -25,6 +25,9 @@ ROWS = {
     "exporter proc tcp owners": "exporter proc [tcp] + per-process",
     "exporter proc all owners": "exporter proc [all] + per-process",
     "exporter HTTP scrape": "exporter HTTP scrape (server, [all] + per-process)",
+    "busy exporter HTTP scrape": "HOLDERS BUSY: exporter HTTP scrape (server + scan workers)",
+    "busy exporter netlink all owners": "HOLDERS BUSY: exporter netlink [all] + per-process",
+    "busy psutil all": "HOLDERS BUSY: psutil.net_connections('all') + counts by pid",
     "psutil tcp": "psutil.net_connections('tcp') + counts",
     "psutil all": "psutil.net_connections('all') + counts by pid",
     "ss -tan": "ss -tan",
@@ -47,9 +50,12 @@ class Case:
 
 
 def psutil_peer(name: str) -> str:
-    """The psutil run a row is compared with: same kinds ([all] rows and the server vs 'all')."""
+    """The psutil run a row is compared with: same kinds ([all] rows and the server vs 'all'), a
+    "holders busy" row with psutil run while the holders were busy, a ports row with psutil 'inet'."""
     if name in ports.ROWS:
         return "psutil inet ports"
+    if name.startswith("busy "):
+        return "busy psutil all"
     return "psutil all" if " all " in f" {name} " or "HTTP" in name else "psutil tcp"
 
 
@@ -83,6 +89,16 @@ def table(cases: list[Case], node_exporter: bool) -> list[str]:
         if flat := case.result.get("flat_rss"):
             last = max(flat, key=int)
             lines.append(f"| | server RSS after 1 / 10 / {last} scrapes | "
+                         f"{' / '.join(f'{flat[k] / MB:.1f}' for k in sorted(flat, key=int))} MB | | | | |")
+        for phase, mem in (("holders idle", case.result.get("memory")),
+                           ("holders busy", case.result.get("busy", {}).get("memory"))):
+            if mem:
+                lines.append(f"| | {phase}: server + {mem['workers']} scan workers, RSS sum / Pss sum / "
+                             f"peak RSS sum | {mem['family_rss'] / MB:.1f} / {mem['family_pss'] / MB:.1f} / "
+                             f"{mem['family_hwm'] / MB:.1f} MB | | | | |")
+        if flat := case.result.get("busy", {}).get("flat"):
+            last = max(flat, key=int)
+            lines.append(f"| | holders busy: server + workers RSS sum after 1 / 10 / {last} scrapes | "
                          f"{' / '.join(f'{flat[k] / MB:.1f}' for k in sorted(flat, key=int))} MB | | | | |")
     if not node_exporter:
         lines.append("\nnode_exporter column skipped: prometheus-node-exporter is not installed.")
@@ -120,11 +136,25 @@ def targets(cases: list[Case], flat_scrapes: int) -> list[str]:
           ratio(m("psutil all"), m("exporter netlink all owners cold")), 3, False)
     check("per-process [tcp] / ss -tanp", ratio(m("exporter netlink tcp owners"), m("ss -tanp")), 1, True)
     check("HTTP scrape median, s", m("exporter HTTP scrape"), 0.5, True, "{:.3f}")
+    check("holders busy: HTTP scrape median, s", m("busy exporter HTTP scrape"), 0.35, True, "{:.3f}")
+    check("holders busy: psutil('all') / HTTP scrape", ratio(m("busy psutil all"), m("busy exporter HTTP scrape")),
+          4, False)
+    busy_cpu = m("busy exporter HTTP scrape", cpu=True)
+    out.append(f"- holders busy: CPU s per HTTP scrape, server + scan workers: "
+               f"{'-' if busy_cpu is None else f'{busy_cpu:.3f}'} (issue: <= 1.5x the base commit's, "
+               f"measured with --exporter-root)")
     check("peak RSS, MB", max(c.result["rss_hwm"] for c in cases) / MB, 100, True, "{:.1f}")
-    flat = next((c.result["flat_rss"] for c in cases if c.result.get("flat_rss")), None)
-    if flat:
-        growth = (flat[str(max(map(int, flat)))] - flat["10"]) / MB
-        check(f"RSS growth from scrape 10 to {max(map(int, flat))} (at {small.name}), MB", growth, 5, True)
+    family = [mem["family_hwm"] for c in cases for mem in (c.result.get("memory"), c.result.get("busy", {}).get(
+        "memory")) if mem]
+    check("peak RSS of server + scan workers (sum of VmHWM), MB", max(family) / MB if family else None, 100, True,
+          "{:.1f}")
+    for what, flat in (("", next((c.result["flat_rss"] for c in cases if c.result.get("flat_rss")), None)),
+                       ("holders busy: server + workers ",
+                        next((c.result["busy"]["flat"] for c in cases if c.result.get("busy", {}).get("flat")),
+                             None))):
+        if flat:
+            growth = (flat[str(max(map(int, flat)))] - flat["10"]) / MB
+            check(f"{what}RSS growth from scrape 10 to {max(map(int, flat))} (at {small.name}), MB", growth, 5, True)
     if big is not small:
         for name in ("exporter netlink all owners", "exporter netlink tcp counts", "exporter HTTP scrape"):
             check(f"{name}: time at {big.name} / at {small.name}", ratio(m(name), small.median(name)), 12, True)
