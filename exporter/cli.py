@@ -96,11 +96,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def make_registry(reloader: Reloader) -> CollectorRegistry:
     """The scrape registry: one collector reading the reloader's current state once per scrape, and the
-    process-wide self-metrics (exporter/self_metrics.py)."""
+    process-wide self-metrics (exporter/exposition/process.py)."""
     from prometheus_client import CollectorRegistry
 
-    from . import self_metrics
-    from .metrics import SocketMetricsCollector
+    from .exposition import process as self_metrics
+    from .exposition.sockets import SocketMetricsCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SocketMetricsCollector(lambda: reloader.state))
@@ -118,9 +118,9 @@ def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
 def once(config: Config) -> int:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from . import self_metrics
     from .collection import Pipeline, SharedCollection
-    from .metrics import SocketMetricsCollector
+    from .exposition import process as self_metrics
+    from .exposition.sockets import SocketMetricsCollector
     from .reload import ExporterState
 
     pipeline = Pipeline(config)

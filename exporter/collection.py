@@ -6,10 +6,10 @@ Stages, each timed and reported as success/failure (node_exporter style):
 * ``proc``: /proc/net/* for tables netlink could not serve (or all of them with ``source: proc``).
 * ``owners``: /proc/PID/fd scan mapping inodes to pids (only with the per-process breakdown on).
   The Pipeline keeps an owner cache between scrapes: the socket inodes of processes that have not
-  run since it read them (exporter/owner_cache.py); counts and owners are still computed afresh.
-  A procfs that shows no process at all (empty, unmounted) fails it (exporter/procfs_check.py).
-  The scan is *begun* before the dump, so that the scan workers (exporter/owner_pool.py) read the
-  fd tables while the dump runs, and finished after it (exporter/owners.py); the stage's time is
+  run since it read them (exporter/owners/cache.py); counts and owners are still computed afresh.
+  A procfs that shows no process at all (empty, unmounted) fails it (owners/procfs_check.py).
+  The scan is *begun* before the dump, so that the scan workers (exporter/owners/pool.py) read the
+  fd tables while the dump runs, and finished after it (exporter/owners/scan.py); the stage's time is
   what the collection waited for it after the dump.
 
 Why a failed table is left out instead of counted as zero: a kernel error or an unreadable
@@ -36,15 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
 
-from . import owners
-from .aggregate import Counts, count_by_owner, count_totals
+from .aggregate.counts import Counts, count_by_owner, count_totals
 from .config import DEFAULT_COLLECTION_TIMEOUT, Config
 from .kinds import tables_for
 from .model import Table
-from .owner_cache import OwnerCache
-from .owner_pool import shared_pool
+from .owners import scan as owners
+from .owners.cache import OwnerCache
+from .owners.pool import shared_pool
+from .owners.procfs_check import owner_scan_blocked
 from .port_views import Views, ViewsResult, wants_detail
-from .procfs_check import owner_scan_blocked
 from .sources import TableReader
 from .sources.every_netns import EveryNamespace, NamespaceRead, merge
 from .sources.namespaces import own_inode
@@ -64,7 +64,7 @@ class Collection:
     fallback: bool = False
     owner_scan: owners.OwnerScan | None = None  # None: no per-process breakdown, or the owner scan failed
     views: ViewsResult | None = None  # listeners, ports, ephemeral (port_views.py), when enabled
-    namespaces: list[NamespaceRead] | None = None  # network_namespaces: all (exporter/netns_metrics.py)
+    namespaces: list[NamespaceRead] | None = None  # network_namespaces: all (exporter/exposition/namespaces.py)
 
     @property
     def ok(self) -> bool:
@@ -79,9 +79,9 @@ class Pipeline:
         self.tables = tables_for(config.kinds)
         self._views = Views(config)
         self._sources = TableReader(config.source, config.procfs, self.tables, *wants_detail(config))
-        # What the owner scan learned about idle processes, reused only once re-validated (owner_cache.py).
+        # What the owner scan learned about idle processes, reused only once re-validated (owners/cache.py).
         self._owner_cache = OwnerCache()
-        # Scan worker processes, one pool per exporter process (owner_pool.py); None: scan in-process.
+        # Scan worker processes, one pool per exporter process (owners/pool.py); None: scan in-process.
         self._owner_pool = shared_pool() if config.per_process.enabled else None
         self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
         if config.network_namespaces == "all":
@@ -116,7 +116,7 @@ class Pipeline:
             timer = StageTimer(stages, "owners")
             wanted = set(chain.from_iterable(st.inodes for st in tables))
             wanted.discard(0)
-            # An empty or unmounted procfs is a failed stage, not "every socket unowned" (procfs_check.py).
+            # An empty or unmounted procfs is a failed stage, not "every socket unowned" (owners/procfs_check.py).
             problem = owner_scan_blocked(config.procfs)
             if problem is None:
                 try:

@@ -1,6 +1,7 @@
 """The listeners, ports and ephemeral views in one collection: their I/O, stages and error handling.
 
-Pure counting lives in :mod:`exporter.listeners`, :mod:`exporter.ports` and :mod:`exporter.ephemeral`;
+Pure counting lives in :mod:`exporter.aggregate.listeners`, :mod:`exporter.aggregate.ports` and
+:mod:`exporter.aggregate.ephemeral`;
 this module reads what they need beyond the socket tables (the listeners' own dump with drop counters,
 the ephemeral range sysctls), times each as a stage and decides what is *unavailable* rather than 0:
 
@@ -18,11 +19,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .aggregate.ephemeral import EphemeralUse, ephemeral_use, read_range
+from .aggregate.listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
+from .aggregate.ports import PortCounts, count_ports
 from .config import Config
-from .ephemeral import EphemeralUse, ephemeral_use, read_range
-from .listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
 from .model import ListenTable, SocketTable, SourceError, Table
-from .ports import PortCounts, count_ports
 from .sources import netlink
 from .sources.procfs_inet import listeners_of
 from .stage import Stage, StageTimer

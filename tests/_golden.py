@@ -13,7 +13,7 @@ from pathlib import Path
 
 from exporter.kinds import TABLE_ORDER
 from exporter.model import SourceError, status_name
-from exporter.owners import scan_owners
+from exporter.owners.scan import scan_owners
 from exporter.sources.procfs import read_tables
 
 PROCFS_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "procfs"

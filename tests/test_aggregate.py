@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from array import array
 
-from exporter.aggregate import count_by_owner, count_totals
+from exporter.aggregate.counts import count_by_owner, count_totals
 from exporter.kinds import possible_series, tables_for
 from exporter.model import SocketTable, Table
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import self_metrics
 from exporter.config import Config
-from exporter.metrics import SocketMetricsCollector
+from exporter.exposition import process as self_metrics
+from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.model import SourceError, Table
 from exporter.reload import ExporterState
 from exporter.sources import netlink as netlink_source

@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.aggregate import Counts
+from exporter.aggregate.counts import Counts
 from exporter.collection import Collection, Pipeline, SharedCollection
 from exporter.config import Config, PerProcessConfig
-from exporter.metrics import MAX_LABEL_LENGTH, SocketMetricsCollector
+from exporter.exposition.sockets import MAX_LABEL_LENGTH, SocketMetricsCollector
 from exporter.model import Table
-from exporter.owners import OwnerScan, parse_comm
+from exporter.owners.scan import OwnerScan, parse_comm
 from exporter.reload import ExporterState
 from tests._require import require_tool
 from tests.exposition import run_once, samples

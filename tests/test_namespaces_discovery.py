@@ -5,6 +5,7 @@ an empty file there and then mounts the namespace onto it, so a scrape can meet 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -31,5 +32,9 @@ def test_a_named_namespace_without_processes_is_found_by_name() -> None:
         named = found[netns_inode(ns.name)]
         assert named.path == f"/run/netns/{ns.name}" and named.pids == []
         proc = ns.popen(["sleep", "30"])
+        # `ip netns exec` enters the namespace, then execs: until then the pid is still in ours.
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{proc.pid}/ns/net").st_ino != netns_inode(ns.name) and time.monotonic() < deadline:
+            time.sleep(0.01)
         named = discover("/proc").namespaces[netns_inode(ns.name)]
         assert named.pids == [proc.pid]

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import self_metrics
 from exporter.config import Config, PerProcessConfig
-from exporter.metrics import SocketMetricsCollector
+from exporter.exposition import process as self_metrics
+from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.model import SourceUnavailable, Table, status_name
 from exporter.reload import ExporterState
 from exporter.sources import netlink as netlink_source
@@ -256,7 +256,7 @@ def test_dump_interrupted_every_time_is_published_and_counted(
     registry.register(SocketMetricsCollector(lambda: state))
     got = samples(generate_latest(self_metrics.register(registry)).decode())
     assert ({"table": "tcp"}, after[1] + 1) in got["socket_netlink_dump_interrupted_total"]
-    assert "socket_netlink_dump_interrupted_created" not in got  # no _created series (self_metrics.py)
+    assert "socket_netlink_dump_interrupted_created" not in got  # no _created series (exposition/process.py)
     assert got["socket_scrape_collector_success"] == [({"collector": "netlink"}, 1.0)]
 
 

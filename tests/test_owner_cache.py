@@ -1,4 +1,4 @@
-"""The owner cache (exporter/owner_cache.py) against live processes: reuse only what cannot have changed.
+"""The owner cache (exporter/owners/cache.py) against live processes: reuse only what cannot have changed.
 
 The child holds 40 socket fds and sleeps on stdin; on "swap" it puts a new socket at the number of an
 old one (same fd count: only the "did it run" half of the key can tell) and sleeps again.
@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter import owner_cache
-from exporter.owner_cache import OwnerCache
-from exporter.owners import _fd_count_works, scan_owners, socket_inode
+from exporter.owners import cache as owner_cache
+from exporter.owners.cache import OwnerCache
+from exporter.owners.scan import _fd_count_works, scan_owners, socket_inode
 from tests._require import require
 
 CHILD = """

@@ -1,4 +1,4 @@
-"""The owner scan's worker pool (exporter/owner_pool.py) and what it reads (owner_read.py, owner_worker.py).
+"""The owner scan's worker pool (exporter/owners/pool.py) and what it reads (owners/read.py, owners/worker.py).
 
 The pool must not change a single answer: every test compares it with an independent reference (a
 psutil-style walk of /proc written here, or psutil itself inside a namespace) or with the in-process
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.owner_cache import OwnerCache, read_key
-from exporter.owner_pool import OwnerPool
-from exporter.owner_read import ProcessRead, read_process, socket_inode
-from exporter.owner_worker import decode_request, decode_results, encode_request, encode_results
-from exporter.owners import begin_scan, scan_owners
+from exporter.owners.cache import OwnerCache, read_key
+from exporter.owners.pool import OwnerPool
+from exporter.owners.read import ProcessRead, read_process, socket_inode
+from exporter.owners.scan import begin_scan, scan_owners
+from exporter.owners.worker import decode_request, decode_results, encode_request, encode_results
 from tests import reference
 from tests._golden import PROCFS_FIXTURES
 from tests.benchmark.stir import stirred
@@ -119,7 +119,7 @@ def test_worker_killed_mid_scan_costs_speed_not_the_answer(pool: OwnerPool, capl
     os.kill(victim, signal.SIGSTOP)  # it holds its share of the scan and cannot answer
     job = begin_scan("/proc", OwnerCache(), pool)
     os.kill(victim, signal.SIGKILL)
-    with caplog.at_level(logging.WARNING, logger="exporter.owner_pool"):
+    with caplog.at_level(logging.WARNING, logger="exporter.owners.pool"):
         scan = job.finish(set(wanted))
     assert scan.owner == dict.fromkeys(wanted, min(pids))
     assert f"owner scan worker {victim} exited mid-scan" in caplog.text

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from exporter.owner_pool import ENV_WORKERS
+from exporter.owners.pool import ENV_WORKERS
 from tests import reference
 from tests._served import http, running_exporter
 from tests.benchmark.procstat import workers_of

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.owners import OwnerScan, parse_comm, scan_owners, socket_inode
+from exporter.owners.scan import OwnerScan, parse_comm, scan_owners, socket_inode
 from tests._golden import PROCFS_FIXTURES
 from tests._require import require_root
 

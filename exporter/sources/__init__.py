@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from .. import self_metrics
+from ..exposition import process as self_metrics
 from ..model import SocketTable, SourceError, SourceUnavailable, Table, unknown_tcp_state
 from ..stage import Stage, StageTimer
 from . import netlink, procfs

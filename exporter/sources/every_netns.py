@@ -19,7 +19,7 @@ prove empty (exporter/sources/sockstat.py): every TCP dump walks the host-wide h
 saves as much as the whole host holds.
 
 Why read identity here: the namespace's lowest pid is at hand, and its ``/proc/PID/cgroup`` names
-the pod or container (exporter/cgroup_identity.py). A non-empty one is cached per (namespace, pid):
+the pod or container (exporter/owners/pod_identity.py). A non-empty one is cached per (namespace, pid):
 a process does not change pods (an empty one is read again: the runtime may not have moved it yet).
 """
 
@@ -31,8 +31,8 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..cgroup_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
 from ..model import SocketTable, SourceError, SourceUnavailable, Table
+from ..owners.pod_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
 from ..stage import Stage, StageTimer
 from . import TableReader, procfs, sockstat
 from .namespaces import Namespace, NamespaceDenied, NamespaceGone, alive, discover, open_netns, pid_in

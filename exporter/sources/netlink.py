@@ -21,7 +21,7 @@ queued, and concurrent scrapes would interleave. Opening one costs microseconds.
 
 Interrupted dumps (``NLM_F_DUMP_INTR``: the table changed while the kernel walked it) are retried
 INTERRUPTED_RETRIES times. If the last attempt is interrupted too, its result is published anyway
-and counted (``socket_netlink_dump_interrupted_total``, a Counter in exporter/self_metrics.py):
+and counted (``socket_netlink_dump_interrupted_total``, a Counter in exporter/exposition/process.py):
 on a host whose socket table never holds still, a count that may be off by the few sockets that
 moved mid-dump is worth more than a failed scrape every time, and the counter says it happened.
 
@@ -54,8 +54,8 @@ import pyroute2
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req, unix_diag_req
 
+from ..exposition.process import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
 from ..model import ListenTable, SocketTable, SourceUnavailable, Table
-from ..self_metrics import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
 from .listen_wire import INET_DIAG_SKMEMINFO, LISTEN_STATE, decode_listen_dump
 from .netlink_wire import (
     NLM_F_DUMP_INTR,

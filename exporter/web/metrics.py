@@ -4,7 +4,7 @@ Why: a 503 or a 401 is invisible in Prometheus's ``up`` until it is too late (up
 not "refused because a flood of bad passwords fills the bcrypt queue"). These counters say which
 limit bit, so the alert for it can be specific. They are client_python Counters and Gauges (thread-safe
 on their own: the event loop and the worker threads both count) in one Collector that the server
-registers on the scrape registry itself, so exporter/metrics.py stays about sockets. Every label value
+registers on the scrape registry itself, so exporter/exposition/sockets.py stays about sockets. Every label value
 is exported from the start (zeros included) so ``rate()`` works from the first scrape; the ``_created``
 series client_python adds to counters are left out, as before: the exposition's series set is a contract.
 """

@@ -14,7 +14,7 @@ With ``holders`` (the socket holders' pids), a second phase follows, "holders bu
 are made to run between scrapes (tests/benchmark/stir.py), so the owner cache cannot vouch for any of
 them, and the HTTP scrape, the in-process collection and psutil are timed again the same way.
 
-CPU includes the owner scan's worker processes (exporter/owner_pool.py): a server's or this
+CPU includes the owner scan's worker processes (exporter/owners/pool.py): a server's or this
 harness's children whose comm is ``socket-owners``. RSS is reported for the server alone and for
 the server plus its workers (VmRSS summed, which counts shared library pages twice, and Pss).
 
@@ -38,8 +38,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import Config, PerProcessConfig
-from exporter.metrics import SocketMetricsCollector
-from exporter.owner_cache import MIN_AGE
+from exporter.exposition.sockets import SocketMetricsCollector
+from exporter.owners.cache import MIN_AGE
 from exporter.reload import ExporterState
 from tests.benchmark import ports
 from tests.benchmark.procstat import family_memory, proc_cpu, proc_status, workers_cpu, workers_of

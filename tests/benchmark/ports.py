@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import Config, PerProcessConfig
 from exporter.config_views import EphemeralConfig, ListenersConfig, PortsConfig
-from exporter.metrics import SocketMetricsCollector
+from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.reload import ExporterState
 
 ROWS = {

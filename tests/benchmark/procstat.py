@@ -2,7 +2,7 @@
 
 Kept apart from the harness so that tests (tests/test_owner_pool_server.py) can find a server's
 workers without importing the harness. A worker is a child named ``socket-owners``
-(exporter/owner_worker.py sets its comm).
+(exporter/owners/worker.py sets its comm).
 """
 
 from __future__ import annotations

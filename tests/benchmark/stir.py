@@ -1,7 +1,7 @@
 """``python -m tests.benchmark.stir PERIOD PID...``: make every PID run between two scrapes, until stdin EOF.
 
 The "holders busy" rows of the benchmark: a server holding 100k connections is not asleep, so the
-owner cache (exporter/owner_cache.py), which reuses the fds of processes that did not run since they
+owner cache (exporter/owners/cache.py), which reuses the fds of processes that did not run since they
 were read, must not be able to help. Every PERIOD seconds all pids get SIGSTOP, then all SIGCONT: both
 are handled in the stopped process's own context, so each of its threads is scheduled (its
 ``/proc/PID/task/TID/schedstat`` changes) without the holder's code doing anything else. The

@@ -4,7 +4,7 @@ Why: the owner scan costs one ``readlink`` per open fd of every process it visit
 that no Python trick removes: 100k socket fds cost a good fraction of a CPU-second, and a host with
 hundreds of processes pays again for fds that are not even sockets. Most of those processes are
 often idle between two scrapes, and a process that did not run cannot have changed its fd table.
-(When they all run, the scan is parallel instead: exporter/owner_pool.py.)
+(When they all run, the scan is parallel instead: exporter/owners/pool.py.)
 
 How that is decided, per process, from a few small files (cheaper than its fds when it holds many):
 
@@ -29,7 +29,7 @@ long such a change can go unseen. All of a process's socket inodes are kept, not
 A process with few fds (< MIN_FDS) or many threads (more than one per 8 fds) is simply read: its
 key would cost about as much as its fds. The cache never decides ownership on its own: the scan
 still walks pids in ascending order and takes the first holder, so cached and fresh answers agree.
-A key may be read in a scan worker process (exporter/owner_worker.py): CLOCK_MONOTONIC is
+A key may be read in a scan worker process (exporter/owners/worker.py): CLOCK_MONOTONIC is
 system-wide, so its times compare with the exporter's.
 """
 

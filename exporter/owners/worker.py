@@ -1,7 +1,7 @@
 """A scan worker process: reads the fd tables of the pids it is sent, answers with packed inode arrays.
 
-Run by exporter/owner_pool.py as ``python -I -S -c ...`` (a fresh interpreter, not a fork of the
-exporter: see that module for why). It imports only exporter/owner_read.py and the owner cache's key
+Run by exporter/owners/pool.py as ``python -I -S -c ...`` (a fresh interpreter, not a fork of the
+exporter: see that module for why). It imports only exporter/owners/read.py and the owner cache's key
 reader, keeps no state between requests, and talks over its stdin/stdout pipes:
 
 * request: ``u32 length`` + payload: ``u8 want_key, u8 0, u16 len`` + procfs path, ``u32 n``, then n
@@ -28,7 +28,7 @@ import struct
 import sys
 from array import array
 
-from .owner_read import STATUSES, TYPE_CHECKING, ProcessRead, read_process
+from .read import STATUSES, TYPE_CHECKING, ProcessRead, read_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
-from .model import SocketTable, Table
+from ..model import SocketTable, Table
 from .ports import listening_ports
 
 #: (table, local address, remote address, remote port) -> local ports in use

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from itertools import compress
 from operator import or_
 
-from .model import SocketTable, Table, status_name
+from ..model import SocketTable, Table, status_name
 
 INBOUND, OUTBOUND, OTHER = "inbound", "outbound", "other"
 LISTEN = 10

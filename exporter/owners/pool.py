@@ -4,7 +4,7 @@ Why processes: the owner scan's cost is one ``readlink`` per open fd of every pr
 time. Threads were measured not to help (each readlink gives up and takes back the GIL, and the
 Python between two of them, the call and the string, runs one thread at a time); separate processes
 do scale with the CPUs (README, Performance). When every socket holder ran since the last scrape the
-owner cache (exporter/owner_cache.py) cannot help, and this is what is left.
+owner cache (exporter/owners/cache.py) cannot help, and this is what is left.
 
 Design, and why each choice:
 
@@ -19,10 +19,10 @@ Design, and why each choice:
   respawns workers from the collect thread, and forking a threaded process copies locks other
   threads hold; ``subprocess`` forks and execs in C, which is safe there. A fresh interpreter also
   holds none of the exporter's fds (its listening socket, client connections), none of its memory,
-  and imports only exporter/owner_read.py (no dataclasses, no typing: each costs every worker RSS).
+  and imports only exporter/owners/read.py (no dataclasses, no typing: each costs every worker RSS).
   Its cost is a fraction of a second of start-up, once, in the background.
 * **Compact answers**: each worker returns, per pid, the raw bytes of an ``array('I')`` of socket
-  inodes (exporter/owner_worker.py has the wire format); nothing is pickled.
+  inodes (exporter/owners/worker.py has the wire format); nothing is pickled.
 * **Balanced by fd count**: the exporter ``stat``s each fd dir (its ``st_size`` is the number of open
   fds) and deals the pids out largest first to the least loaded worker, so one huge process does not
   leave the other workers idle behind it.
@@ -30,7 +30,7 @@ Design, and why each choice:
   not answer within WORKER_TIMEOUT is killed and reaped, its pids are read in the exporter, and a new
   worker is started for the next scrape.
 * **No orphans**: a worker exits at EOF on its stdin, i.e. when the exporter dies however it dies
-  (exporter/owner_worker.py says why not ``PR_SET_PDEATHSIG``).
+  (exporter/owners/worker.py says why not ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -45,17 +45,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import owner_worker
-from .owner_read import ProcessRead
-from .owner_worker import LENGTH, Task, decode_results, encode_request
+from . import worker as owner_worker
+from .read import ProcessRead
+from .worker import LENGTH, Task, decode_results, encode_request
 
 log = logging.getLogger(__name__)
 
 MAX_WORKERS = 4
 WORKER_TIMEOUT = 30.0
 ENV_WORKERS = "SOCKET_EXPORTER_SCAN_WORKERS"
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BOOT = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from exporter.owner_worker import main; main()"
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds exporter/
+_BOOT = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from exporter.owners.worker import main; main()"
 
 
 def default_size() -> int:

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .collection import Collection
-from .listeners import PortValues
-from .model import FAMILY_LABEL, Table
-from .port_views import ViewsResult
+from ..aggregate.listeners import PortValues
+from ..collection import Collection
+from ..model import FAMILY_LABEL, Table
+from ..port_views import ViewsResult
 
 Family = GaugeMetricFamily | CounterMetricFamily
 LISTEN_LABELS = ["family", "port"]

@@ -1,7 +1,7 @@
 """Map socket inodes to the processes holding them, through ``/proc/PID/fd`` as psutil does.
 
 Why this is its own step: neither /proc/net nor sock_diag says which process holds a socket; only
-each process's fd table does (exporter/owner_read.py reads one). Reading every fd of every process
+each process's fd table does (exporter/owners/read.py reads one). Reading every fd of every process
 is the slowest part of a scrape, and on a busy host (every socket holder ran since the last scrape,
 so the owner cache cannot vouch for any of them) it is most of it. The rule and the ways around the
 cost:
@@ -12,7 +12,7 @@ cost:
   and an inode, once placed, is never moved, however the reading was split up.
 * **Two halves** (:func:`begin_scan`, then :meth:`ScanJob.finish`): which inodes are wanted is known
   only after the socket dump, but which sockets each process holds does not depend on it. So with a
-  worker pool (exporter/owner_pool.py) the collection begins the scan first: the exporter lists
+  worker pool (exporter/owners/pool.py) the collection begins the scan first: the exporter lists
   ``/proc``, ``stat``s each fd dir (``st_size`` is the open-fd count on Linux >= 6.2: 0 for kernel
   threads, skipped; the count balances the workers), and hands the pids to the workers, which read
   every fd table while the exporter runs the dump. ``finish`` then walks the answers in pid order
@@ -22,7 +22,7 @@ cost:
   the lowest, so stopping early cannot change the answer. The pool cannot stop early (it starts
   before anything is wanted); it reads all processes, the in-process scan only those below the
   last owner. The counters (scanned, denied, vanished) count the pids each way actually visited.
-* **The owner cache** (exporter/owner_cache.py) vouches for processes that did not run since they
+* **The owner cache** (exporter/owners/cache.py) vouches for processes that did not run since they
   were read: their fds are not read again, wherever the reading happens (a worker is sent the
   expected key and answers "unchanged"). It never decides ownership: the pid walk does.
 
@@ -38,10 +38,10 @@ from array import array
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from .owner_cache import Entry, OwnerCache
-from .owner_pool import OwnerPool, PoolScan
-from .owner_read import ProcessRead, read_process, socket_inode
-from .owner_worker import Task
+from .cache import Entry, OwnerCache
+from .pool import OwnerPool, PoolScan
+from .read import ProcessRead, read_process, socket_inode
+from .worker import Task
 
 __all__ = ["OwnerScan", "ScanJob", "begin_scan", "parse_comm", "scan_owners", "socket_inode"]
 
@@ -66,8 +66,8 @@ class OwnerScan:
     vanished_fds: int = 0
     scanned_pids: int = 0
     scanned_fds: int = 0
-    cached_pids: int = 0  # of scanned_pids: fd table unchanged, not read again (owner_cache.py)
-    pooled_pids: int = 0  # of scanned_pids: read by a worker process (owner_pool.py)
+    cached_pids: int = 0  # of scanned_pids: fd table unchanged, not read again (owners/cache.py)
+    pooled_pids: int = 0  # of scanned_pids: read by a worker process (owners/pool.py)
 
 
 def parse_comm(raw: bytes) -> str:

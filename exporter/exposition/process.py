@@ -9,7 +9,7 @@ Two kinds of self-metrics, kept apart on purpose:
   ``Counter`` objects and collectors, bumped where the event happens (exporter/sources/netlink.py)
   and registered by :func:`register`; client_python's own lock makes ``inc()`` exact across threads.
 * everything that depends on the *config* (socket families, stage health, reload status) is built by
-  exporter/metrics.py from the ONE ExporterState a scrape reads. The reload status stays there on
+  exporter/exposition/sockets.py from the ONE ExporterState a scrape reads. The reload status stays there on
   purpose: a Gauge the reloader sets would be read apart from that state, so a scrape racing a reload
   could report config A's sockets with config B's reload time.
 
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
 
-from .model import Table
+from ..model import Table
 
 NETLINK_DUMP_RETRIES = Counter(
     "socket_netlink_dump_retries",

@@ -13,7 +13,7 @@ or an empty breakdown would claim every socket was placed. ``socket_scrape_colle
 which stage failed.
 
 The process-wide self-metrics (``process_*``, the netlink dump counters) are prometheus_client
-objects in exporter/self_metrics.py, registered beside this collector: they do not depend on the
+objects in exporter/exposition/process.py, registered beside this collector: they do not depend on the
 config, so they need no share of the one state read.
 
 Label values: the owner's ``process`` label is a process name anyone can set (``prctl``, writing
@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from .aggregate import SeriesKey
-from .collection import Collection, SharedCollection
-from .model import FAMILY_LABEL, TYPE_LABEL
-from .netns_metrics import namespace_families
-from .port_metrics import view_families
-from .reload import ExporterState, ReloadStatus
-from .sources import netlink
-from .version import __version__
+from ..aggregate.counts import SeriesKey
+from ..collection import Collection, SharedCollection
+from ..model import FAMILY_LABEL, TYPE_LABEL
+from ..reload import ExporterState, ReloadStatus
+from ..sources import netlink
+from ..version import __version__
+from .namespaces import namespace_families
+from .ports import view_families
 
 SERIES_LABELS = ["family", "type", "status"]
 MAX_LABEL_LENGTH = 128
@@ -78,7 +78,7 @@ class SocketMetricsCollector(Collector):
         yield from _socket_families(c)
         yield from namespace_families(c)
         yield from _health_families(c)
-        yield from view_families(c)  # listeners, ports, ephemeral: port_metrics.py
+        yield from view_families(c)  # listeners, ports, ephemeral: exposition/ports.py
         if state.reload is not None:  # serving (not --once): reloads and collection deadlines exist
             yield from _reload_families(state.reload)
             yield CounterMetricFamily("socket_exporter_collection_timeouts", "Scrapes failed because the "

@@ -1,10 +1,10 @@
 """Read one process's socket inodes from ``/proc/PID/fd``: the unit of work of the owner scan.
 
 Why its own module: the same function runs in the exporter (one CPU, or a fallback) and in the scan
-worker processes (exporter/owner_worker.py), which import only this module and the owner cache's key
+worker processes (exporter/owners/worker.py), which import only this module and the owner cache's key
 reader, so a worker starts fast and small. It knows nothing about which inodes are wanted: a worker
 runs while the socket dump is still in flight, so it reports all of a process's sockets and the
-exporter places the wanted ones (exporter/owners.py).
+exporter places the wanted ones (exporter/owners/scan.py).
 
 ``/proc/PID/fd/N`` is a symlink whose target reads ``socket:[44034]`` for a socket, ``pipe:[1]``,
 ``/dev/null``, ``anon_inode:[eventfd]`` ... otherwise (proc(5)). Per process this:
@@ -20,7 +20,7 @@ exporter places the wanted ones (exporter/owners.py).
   first chunk holding a hole is given up (those readlinks are the waste), and the fds from there on
   are listed and read as usual;
 * with the owner cache on (``want_key``), reads the process's "has it run" key BEFORE listing its fds
-  (exporter/owner_cache.py) and, when it equals the ``expected`` key of the cache entry, does not read
+  (exporter/owners/cache.py) and, when it equals the ``expected`` key of the cache entry, does not read
   the fds at all (``unchanged``): the caller then reuses the entry's inodes.
 
 A vanished pid or fd is normal and only counted, and so is a pid whose fd dir we may not read.
@@ -35,7 +35,7 @@ import re
 import time
 from array import array
 
-from .owner_cache import read_key
+from .cache import read_key
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a worker imports this module
 if TYPE_CHECKING:

@@ -1,0 +1,2 @@
+"""Aggregate: pure counting over the socket tables (no I/O): totals and owners, ports, listeners,
+ephemeral-port use."""
