@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests._http import FIXTURE_PROCFS, ROOT
-from tests.netns import Netns, NetnsError
+from tests._http import FIXTURE_PROCFS
+from tests._served import listening
+from tests.netns import Netns
 
 PORT = 9731
 SERVE = r"""
@@ -151,18 +152,9 @@ def mtu_1500(ns: Netns) -> None:
 def server(ns: Netns, log: Path, limits: dict[str, Any], *flags: str,
            procfs: Path = FIXTURE_PROCFS) -> Iterator[subprocess.Popen[bytes]]:
     """The exporter's server with ``limits`` in ``ns`` on PORT, counting a fake procfs."""
-    with open(log, "wb") as err:
-        proc = ns.popen([sys.executable, "-c", SERVE, json.dumps(limits), "--source", "proc", "--path.procfs",
-                         str(procfs), *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        try:
-            ns.wait_listening(PORT, proc)
-        except NetnsError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text()}") from None
+    argv = [sys.executable, "-c", SERVE, json.dumps(limits), "--source", "proc", "--path.procfs", str(procfs), *flags]
+    with listening(ns, PORT, log, argv) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -82,29 +82,36 @@ class Client:
 
 
 @contextlib.contextmanager
-def exporter_process(tmp: Path, *args: str) -> Iterator[int]:
-    """``python -m exporter`` on 127.0.0.1:<free port> with extra ``args``; yields the port.
-
-    It counts the sockets of a fixture procfs, not the host's: these tests measure serving, and a
-    host that happens to hold 100k sockets (another test's population) must not decide them.
-    """
+def started_exporter(tmp: Path, *args: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[int, int]]:
+    """``python -m exporter`` on 127.0.0.1:<free port> with ``args`` (``wrapper`` prefixes the argv),
+    started once its log says it serves; yields (port, pid). It must neither die nor log a traceback."""
     port, log = free_port(), tmp / f"exporter-{time.monotonic_ns()}.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}",
-                                 "--source", "proc", "--path.procfs", str(FIXTURE_PROCFS), *args],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen([*wrapper, sys.executable, "-m", "exporter", "--web.listen-address",
+                                 f"127.0.0.1:{port}", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 30
         while "serving" not in log.read_text():
             assert proc.poll() is None, f"exporter exited {proc.returncode}: {log.read_text()}"
             assert time.monotonic() < deadline, f"exporter did not start: {log.read_text()}"
             time.sleep(0.05)
-        yield port
+        yield port, proc.pid
         assert proc.poll() is None, f"exporter died: {log.read_text()}"
         assert "Traceback" not in log.read_text(), log.read_text()
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def exporter_process(tmp: Path, *args: str) -> Iterator[int]:
+    """``python -m exporter`` on 127.0.0.1:<free port> with extra ``args``; yields the port.
+
+    It counts the sockets of a fixture procfs, not the host's: these tests measure serving, and a
+    host that happens to hold 100k sockets (another test's population) must not decide them.
+    """
+    with started_exporter(tmp, "--source", "proc", "--path.procfs", str(FIXTURE_PROCFS), *args) as (port, _):
+        yield port
 
 
 @contextlib.contextmanager

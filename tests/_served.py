@@ -44,9 +44,16 @@ def http(ns: Netns, port: int, path: str = "/metrics", method: str = "GET", coun
 @contextmanager
 def running_exporter(ns: Netns, port: int, log: Path, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m exporter --web.listen-address 127.0.0.1:port *flags`` in ``ns``, stderr to ``log``."""
+    argv = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *flags]
+    with listening(ns, port, log, argv) as proc:
+        yield proc
+
+
+@contextmanager
+def listening(ns: Netns, port: int, log: Path, argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` run in ``ns`` (stderr to ``log``) once it listens on ``port``; terminated afterwards."""
     with open(log, "wb") as err:
-        proc = ns.popen([sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *flags],
-                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = ns.popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         try:
             ns.wait_listening(port, proc)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests._http import ROOT, Client, free_port
+from tests._http import Client, started_exporter
 from tests.exposition import samples
 from tests.reference import SsKey
 
@@ -53,23 +51,8 @@ def gauge(text: str, name: str, **want: str) -> float:
 def exporter_all(tmp: Path, *args: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[Client, int]]:
     """``python -m exporter --network-namespaces all`` in the root namespace on 127.0.0.1:<free port>,
     reading the real /proc; yields a client and the exporter's pid. ``wrapper`` prefixes the argv."""
-    port, log = free_port(), tmp / f"exporter-{time.monotonic_ns()}.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([*wrapper, sys.executable, "-m", "exporter", "--web.listen-address",
-                                 f"127.0.0.1:{port}", "--network-namespaces", "all", *args],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 30
-        while "serving" not in log.read_text():
-            assert proc.poll() is None, f"exporter exited {proc.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, f"exporter did not start: {log.read_text()}"
-            time.sleep(0.05)
-        yield Client(port, timeout=60), proc.pid
-        assert proc.poll() is None, f"exporter died: {log.read_text()}"
-        assert "Traceback" not in log.read_text(), log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with started_exporter(tmp, "--network-namespaces", "all", *args, wrapper=wrapper) as (port, pid):
+        yield Client(port, timeout=60), pid
 
 
 def thread_namespaces(pid: int) -> dict[str, int]:

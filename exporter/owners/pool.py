@@ -38,7 +38,6 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -161,8 +160,8 @@ class OwnerPool:
         worker = self._workers[i]
         assert worker is not None
         try:
-            head = _read_by(worker.rfd, LENGTH.size, deadline)
-            payload = _read_by(worker.rfd, LENGTH.unpack(head)[0], deadline) if head else None
+            head = owner_worker.read_exactly(worker.rfd, LENGTH.size, deadline)
+            payload = owner_worker.read_exactly(worker.rfd, LENGTH.unpack(head)[0], deadline) if head else None
             if payload is None:
                 self._retire(i, "exited mid-scan")
                 return None
@@ -218,23 +217,6 @@ class PoolScan:
         finally:
             self.pending = {}
             self.pool._lock.release()
-
-
-def _read_by(fd: int, size: int, deadline: float) -> bytes | None:
-    """``size`` bytes from ``fd`` before ``deadline`` (TimeoutError), or None at EOF."""
-    chunks, left = [], size
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while left:
-        wait = deadline - time.monotonic()
-        if wait <= 0 or not poller.poll(wait * 1000):
-            raise TimeoutError
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 _shared: OwnerPool | None = None

@@ -136,16 +136,22 @@ def _dense_names(fds: int) -> list[str]:
     return _names[:fds]
 
 
+def _lost(exc: OSError) -> Status:
+    """The status of a process whose fd directory could not be opened or listed; other errors raise."""
+    if isinstance(exc, (FileNotFoundError, ProcessLookupError)):
+        return "vanished"
+    if isinstance(exc, PermissionError):
+        return "denied"
+    raise exc
+
+
 def _read_fds(fd_dir: str, fds: int, result: ProcessRead) -> None:
     """Probe the table as dense, chunk by chunk; from the first chunk with a hole on, list it; read
     the links in bulk; on any error in the listed read, re-read those carefully, per fd."""
     try:
         dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY)
-    except (FileNotFoundError, ProcessLookupError):
-        result.status = "vanished"
-        return
-    except PermissionError:
-        result.status = "denied"
+    except OSError as exc:
+        result.status = _lost(exc)
         return
     readlink = functools.partial(os.readlink, dir_fd=dir_fd)
     try:
@@ -160,11 +166,8 @@ def _read_fds(fd_dir: str, fds: int, result: ProcessRead) -> None:
         if len(links) != fds:
             try:
                 names = os.listdir(dir_fd)
-            except (FileNotFoundError, ProcessLookupError):
-                result.status = "vanished"
-                return
-            except PermissionError:
-                result.status = "denied"
+            except OSError as exc:
+                result.status = _lost(exc)
                 return
             if links:  # fds 0 .. len(links)-1 are read already
                 names = [name for name in names if not name.isdigit() or int(name) >= len(links)]

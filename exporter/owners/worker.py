@@ -26,6 +26,7 @@ import os
 import select
 import struct
 import sys
+import time
 from array import array
 
 from .read import STATUSES, TYPE_CHECKING, ProcessRead, read_process
@@ -101,10 +102,17 @@ def decode_results(payload: bytes) -> list[ProcessRead]:
     return out
 
 
-def read_exactly(fd: int, size: int) -> bytes | None:
-    """``size`` bytes from ``fd``, or None at EOF (the other end is gone)."""
+def read_exactly(fd: int, size: int, deadline: float | None = None) -> bytes | None:
+    """``size`` bytes from ``fd``, or None at EOF (the other end is gone); with a ``deadline``
+    (time.monotonic()), TimeoutError once it passes."""
     chunks, left = [], size
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while left:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not poller.poll(wait * 1000):
+                raise TimeoutError
         chunk = os.read(fd, min(left, 1 << 20))
         if not chunk:
             return None
