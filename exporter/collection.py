@@ -44,7 +44,7 @@ from .owners import scan as owners
 from .owners.cache import OwnerCache
 from .owners.pool import shared_pool
 from .owners.procfs_check import owner_scan_blocked
-from .port_views import Views, ViewsResult, wants_detail
+from .port_views import NamespaceViews, Views, ViewsResult, merge_stages, wants_detail
 from .sources import TableReader
 from .sources.every_netns import EveryNamespace, NamespaceRead, merge
 from .sources.namespaces import own_inode
@@ -84,9 +84,12 @@ class Pipeline:
         # Scan worker processes, one pool per exporter process (owners/pool.py); None: scan in-process.
         self._owner_pool = shared_pool() if config.per_process.enabled else None
         self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
+        # all mode: each other namespace's views, computed inside it by the setns workers (port_views.py)
+        self._ns_views = NamespaceViews(config) if self._views.enabled else None
         if config.network_namespaces == "all":
             self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs),
-                                         pod_logs=config.pod_logs)
+                                         pod_logs=config.pod_logs, detail=wants_detail(config),
+                                         views=self._ns_views)
 
     def collect(self) -> Collection:
         config, stages = self.config, list[Stage]()
@@ -95,14 +98,18 @@ class Pipeline:
             owner_job = owners.begin_scan(config.procfs, self._owner_cache, self._owner_pool)
         try:
             tables, source_of, fallback = self._sources.read(stages)
-            # The listener/port views read the exporter's own namespace (in all mode too, for now).
+            # The exporter's own namespace; in all mode every other one's come with its read, below.
             views = self._views.collect(tables, source_of, stages) if self._views.enabled else None
             served: set[Table] | dict[Table, str] = source_of
             namespaces = None
             if self._every is not None:
                 own = self._every.own_read(tables, source_of, stages)  # read above, as in own mode
+                own.views = views
                 namespaces = [own, *self._every.read(stages)]
                 tables, served = merge(own, namespaces[1:])
+                if self._ns_views is not None:
+                    merge_stages(stages, [ns.view_stages for ns in namespaces[1:]])
+                    self._ns_views.prune({ns.inode for ns in namespaces[1:] if ns.result != "vanished"})
                 for ns in namespaces:
                     ns.counts = {k: n for k, n in count_totals(ns.tables, ns.served).items() if n}
                     ns.tables = []

@@ -30,6 +30,7 @@ from .stage import Stage, StageTimer
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT, DROPS = "socket_listen_queue_limit", "socket_listen_drops_total"
+RANGE_SIZE, MAX_IN_USE = "socket_ephemeral_port_range_size", "socket_ephemeral_ports_max_in_use"
 
 
 @dataclass
@@ -57,10 +58,11 @@ DROPS_COUNTER = DropsCounter()
 class Views:
     """The views of one config; what they log once is remembered here, the drops counter process-wide."""
 
-    def __init__(self, config: Config, scope: str = "", drops: DropsCounter = DROPS_COUNTER) -> None:
+    def __init__(self, config: Config, scope: str = "", drops: DropsCounter = DROPS_COUNTER,
+                 logged: set[tuple[str, Table, str]] | None = None) -> None:
         self.config, self.scope = config, scope
         self._drops = drops
-        self._logged: set[tuple[str, Table, str]] = set()
+        self._logged = set[tuple[str, Table, str]]() if logged is None else logged
 
     @property
     def enabled(self) -> bool:
@@ -68,14 +70,20 @@ class Views:
         return c.listeners.enabled or c.ports.enabled or c.ephemeral.enabled
 
     def collect(self, tables: Sequence[SocketTable], source_of: Mapping[Table, str],
-                stages: list[Stage]) -> ViewsResult:
+                stages: list[Stage], sysctls: bool = True) -> ViewsResult:
+        """This namespace's views. ``sysctls`` False: the calling thread is not in the tables' namespace
+        (read through /proc/PID/net), so its ephemeral range cannot be read: unavailable, not ours."""
         c, out = self.config, ViewsResult()
         tcp = [st for st in tables if st.table.has_tcp_states and st.table in source_of]
         if c.listeners.enabled:
             self._listeners(tcp, source_of, stages, out)
         if c.ports.enabled:
             out.ports = count_ports(tcp, c.ports.always, c.ports.max_ports)
-        if c.ephemeral.enabled and tcp:
+        if c.ephemeral.enabled and tcp and not sysctls:
+            for metric in (RANGE_SIZE, MAX_IN_USE):
+                for st in tcp:
+                    self._unavailable(out, metric, st.table, "proc")
+        elif c.ephemeral.enabled and tcp:
             timer = StageTimer(stages, "ephemeral")
             try:
                 low, high, reserved = read_range(c.procfs)
@@ -113,5 +121,45 @@ class Views:
         out.unavailable.append(item)
         if item not in self._logged:  # once per process life: it will not change by itself
             self._logged.add(item)
-            log.warning("%s unavailable for %s: the %s source does not provide it", metric, table.value,
+            log.warning("%s unavailable for %s%s: the %s source does not provide it", metric, table.value,
+                        f" in netns {self.scope}" if self.scope else "",
                         "/proc" if reason == "proc" else "kernel's (< 4.7) netlink")
+
+
+class NamespaceViews:
+    """``network_namespaces: all``: one :class:`Views` per other namespace, scoped by its inode.
+
+    Called on the setns worker thread inside the namespace (exporter/sources/every_netns.py), so the
+    listener dump and the ephemeral sysctls are that namespace's own. Each namespace's stages are
+    returned apart, merged into the scrape's by :func:`merge_stages`. A namespace no longer live is
+    forgotten, its drop totals too (the scope is its inode: a reused inode must not inherit them).
+    """
+
+    def __init__(self, config: Config, drops: DropsCounter = DROPS_COUNTER) -> None:
+        self.config, self._drops = config, drops
+        self._views: dict[int, Views] = {}
+        self._logged = set[tuple[str, Table, str]]()  # once per process, not once per namespace
+
+    def __call__(self, inode: int, tables: Sequence[SocketTable], source_of: Mapping[Table, str],
+                 sysctls: bool) -> tuple[ViewsResult, list[Stage]]:
+        views = self._views.get(inode)
+        if views is None:  # dict writes are atomic: two worker threads never share an inode
+            views = self._views[inode] = Views(self.config, str(inode), self._drops, self._logged)
+        stages: list[Stage] = []
+        return views.collect(tables, source_of, stages, sysctls), stages
+
+    def prune(self, live: set[int]) -> None:
+        for inode in [i for i in self._views if i not in live]:
+            del self._views[inode]
+        self._drops.retain({str(i) for i in live})
+
+
+def merge_stages(stages: list[Stage], more: Sequence[Sequence[Stage]]) -> None:
+    """Fold every namespace's view stages into one stage per name: failed if any failed, times summed."""
+    for group in more:
+        for st in group:
+            mine = next((s for s in stages if s.name == st.name), None)
+            if mine is None:
+                stages.append(Stage(st.name, st.success, st.seconds))
+            else:
+                mine.success, mine.seconds = mine.success and st.success, mine.seconds + st.seconds

@@ -115,6 +115,11 @@ class DropsCounter:
     >>> c = DropsCounter()
     >>> [c.update("", [lt(1, 7)]), c.update("", [lt(1, 9)]), c.update("", [lt(2, 1)])]
     [{<Table.TCP4: 'tcp'>: {80: 7}}, {<Table.TCP4: 'tcp'>: {80: 9}}, {<Table.TCP4: 'tcp'>: {80: 10}}]
+    >>> c.update("4026532", [lt(3, 5)]); c.retain(set()); c.update("4026532", [lt(3, 5)])  # namespace gone
+    {<Table.TCP4: 'tcp'>: {80: 5}}
+    {<Table.TCP4: 'tcp'>: {80: 5}}
+    >>> c.update("", [lt(2, 1)])  # the own scope is never forgotten
+    {<Table.TCP4: 'tcp'>: {80: 10}}
     """
 
     def __init__(self) -> None:
@@ -129,6 +134,13 @@ class DropsCounter:
         """
         with self._lock:
             return self._update(scope, tables)
+
+    def retain(self, scopes: set[str]) -> None:
+        """Forget every scope but the own one ("") and ``scopes``: their namespaces are gone."""
+        with self._lock:
+            for key in [k for k in self._total if k[0] and k[0] not in scopes]:
+                self._total.pop(key, None)
+                self._last.pop(key, None)
 
     def _update(self, scope: str, tables: Iterable[ListenTable]) -> PortValues:
         out: PortValues = {}

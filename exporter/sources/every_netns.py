@@ -28,8 +28,9 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..model import SocketTable, SourceError, SourceUnavailable, Table
 from ..owners.pod_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
@@ -38,7 +39,13 @@ from . import TableReader, procfs, sockstat
 from .namespaces import Namespace, NamespaceDenied, NamespaceGone, alive, discover, open_netns, pid_in
 from .setns import Job, NetnsWorkers, SetnsDenied
 
+if TYPE_CHECKING:
+    from ..port_views import ViewsResult
+
 log = logging.getLogger(__name__)
+#: (inode, tables, source of each, whether this thread is in the namespace) -> (views, their stages):
+#: exporter/port_views.py NamespaceViews, run where the tables were read (listener dump, sysctls).
+ViewsHook = Callable[[int, Sequence[SocketTable], Mapping[Table, str], bool], "tuple[ViewsResult, list[Stage]]"]
 
 RESULTS = ("netlink", "proc", "vanished", "denied", "failed")
 #: The reading thread's own view of /proc/net: after setns, the namespace it entered.
@@ -61,15 +68,19 @@ class NamespaceRead:
     skipped: int = 0  # tables not dumped because sockstat proved them empty (sources/sockstat.py)
     #: (table, socket type, status) -> sockets, non-zero only; filled once counted, tables then dropped
     counts: dict[tuple[Table, int, str], int] = field(default_factory=dict)
+    views: ViewsResult | None = None  # listeners, ports, ephemeral of this namespace, when enabled
+    view_stages: list[Stage] = field(default_factory=list)
 
 
 class EveryNamespace:
     """Reads every other namespace each scrape; keeps only caches keyed by live namespaces."""
 
     def __init__(self, source: str, procfs_root: str, tables: Sequence[Table], own_inode: int,
-                 threads: int = 2, pod_logs: str = POD_LOGS) -> None:
+                 threads: int = 2, pod_logs: str = POD_LOGS, detail: tuple[bool, bool] = (False, False),
+                 views: ViewsHook | None = None) -> None:
         self.source, self.procfs, self.tables = source, procfs_root, tuple(tables)
         self.own_inode, self.pod_logs = own_inode, pod_logs
+        self.detail, self.views = detail, views  # inet detail columns for the views (port_views.py)
         self.workers = NetnsWorkers(threads)
         self._readers: dict[int, TableReader] = {}  # per namespace: fallbacks are logged once each
         self._identity: dict[tuple[int, int], Identity] = {}
@@ -139,7 +150,7 @@ class EveryNamespace:
         reader = self._readers.get(ns.inode)
         if reader is None:
             source = self.source if pid is not None else "netlink"  # no process: no /proc/PID/net
-            reader = self._readers[ns.inode] = TableReader(source, self.procfs, self.tables)
+            reader = self._readers[ns.inode] = TableReader(source, self.procfs, self.tables, *self.detail)
         reader.procfs_root = f"{self.procfs}/{pid}"
         stages: list[Stage] = []
         stat = sockstat.read(THREAD_NET)  # first: before any socket of ours exists in this namespace
@@ -159,14 +170,17 @@ class EveryNamespace:
         ok = all(s.success for s in stages)
         via_proc = any(v == "proc" for v in source_of.values())
         result = "failed" if not ok else "proc" if via_proc else "netlink"
-        return NamespaceRead(ns.inode, result, tables=tables, served=[*source_of, *skipped], skipped=len(skipped))
+        out = NamespaceRead(ns.inode, result, tables=tables, served=[*source_of, *skipped], skipped=len(skipped))
+        if self.views is not None:  # here, inside the namespace: its listener dump and sysctls
+            out.views, out.view_stages = self.views(ns.inode, tables, source_of, True)
+        return out
 
     def _read_proc(self, ns: Namespace) -> NamespaceRead:
         """``/proc/PID/net/*`` through the first pid still in ``ns`` (no setns needed)."""
         denied = False
         for pid in ns.pids:
             try:
-                tables = procfs.read_tables(f"{self.procfs}/{pid}", self.tables)
+                tables = procfs.read_tables(f"{self.procfs}/{pid}", self.tables, self.detail[1])
             except (SourceError, OSError) as exc:
                 if not pid_in(self.procfs, pid, ns.inode):
                     continue  # exited mid-read: try the next process in it
@@ -179,7 +193,10 @@ class EveryNamespace:
                 return NamespaceRead(ns.inode, "failed", error=f"/proc/{pid}/net: {exc}")
             # the pid may have left (and its number been reused) while we read: then this is not ns
             if pid_in(self.procfs, pid, ns.inode):
-                return NamespaceRead(ns.inode, "proc", tables=tables, served=list(self.tables))
+                out = NamespaceRead(ns.inode, "proc", tables=tables, served=list(self.tables))
+                if self.views is not None:  # not inside: no sysctls of its own (ephemeral unavailable)
+                    out.views, out.view_stages = self.views(ns.inode, tables, dict.fromkeys(self.tables, "proc"), False)
+                return out
         if not ns.pids and ns.path is not None and os.path.exists(ns.path):
             denied = True  # a named namespace with no process in it: only setns could read it
         return NamespaceRead(ns.inode, "denied" if denied else "vanished")
