@@ -84,9 +84,10 @@ class Pipeline:
         # Scan worker processes, one pool per exporter process (owners/pool.py); None: scan in-process.
         self._owner_pool = shared_pool() if config.per_process.enabled else None
         self._every: EveryNamespace | None = None  # network_namespaces: all (sources/every_netns.py)
-        # all mode: each other namespace's views, computed inside it by the setns workers (port_views.py)
-        self._ns_views = NamespaceViews(config) if self._views.enabled else None
+        self._ns_views: NamespaceViews | None = None
         if config.network_namespaces == "all":
+            # each other namespace's views, computed inside it by the setns workers (port_views.py)
+            self._ns_views = NamespaceViews(config) if self._views.enabled else None
             self._every = EveryNamespace(config.source, config.procfs, self.tables, own_inode(config.procfs),
                                          pod_logs=config.pod_logs, detail=wants_detail(config),
                                          views=self._ns_views)
