@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +32,23 @@ for line in sys.stdin:
 """
 
 
+def wait_asleep(pid: int, timeout: float = 10.0) -> None:
+    """Until the process has stopped running: its line ``print``ed, it may still be on its way into
+    ``read(stdin)``, and a run after the first scan (rightly) spoils the cache's key. Asleep = state S
+    and the same schedstat 50 ms apart."""
+    deadline, last = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            now = f.read()
+        if state == b"S" and now == last:
+            return
+        last = now
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} did not go to sleep within {timeout} s")
+
+
 def sockets_of(pid: int) -> set[int]:
     fd_dir = f"/proc/{pid}/fd"
     return {i for name in os.listdir(fd_dir) if (i := socket_inode(os.readlink(f"{fd_dir}/{name}"))) is not None}
@@ -41,6 +59,7 @@ def child() -> Iterator[subprocess.Popen[str]]:
     require(_fd_count_works("/proc"), "needs Linux >= 6.2 (fd count in /proc/PID/fd st_size)")
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    wait_asleep(proc.pid)
     yield proc
     proc.kill()
     proc.wait()
@@ -74,8 +93,11 @@ def test_a_socket_reusing_an_fd_number_is_seen(child: subprocess.Popen[str], mon
     assert set(cache.entries[child.pid].sockets) == after
 
 
-def test_young_entries_are_not_trusted(child: subprocess.Popen[str]) -> None:
-    """Within MIN_AGE the scheduler may not have accounted a run yet: read again, keep the entry's age."""
+def test_young_entries_are_not_trusted(child: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within MIN_AGE the scheduler may not have accounted a run yet: read again, keep the entry's age.
+    (MIN_AGE made long: on a loaded machine the first scan alone can outlast the real one, and then the
+    entries of the processes scanned before the child would rightly be trusted.)"""
+    monkeypatch.setattr(owner_cache, "MIN_AGE", 3600.0)
     cache, wanted = OwnerCache(), sockets_of(child.pid)
     scan_owners("/proc", wanted, cache=cache)
     since = cache.entries[child.pid].since
