@@ -10,10 +10,8 @@ so a view that mixed them (or read the exporter's own namespace) would be off by
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from tests.port_population import BACKLOG
 from tests.ss_ports import port_range
 from tests.test_listeners_ports import (
     CONN,
-    ROOT,
     RX,
     TX,
     Samples,
@@ -36,6 +33,7 @@ from tests.test_listeners_ports import (
     keyed,
     listener_figures,
     stable,
+    start_population,
     views_config,
 )
 
@@ -49,12 +47,7 @@ def two_ns() -> Iterator[list[Netns]]:
     require_netns()
     with Netns() as a, Netns() as b:
         for ns, (ports, reserved) in zip((a, b), RANGES, strict=True):
-            ns.run(["sysctl", "-qw", f"net.ipv4.ip_local_port_range={ports}"])
-            ns.run(["sysctl", "-qw", f"net.ipv4.ip_local_reserved_ports={reserved}"])
-            proc: subprocess.Popen[str] = ns.popen([sys.executable, "-m", "tests.port_population"], cwd=ROOT,
-                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            assert proc.stdout is not None
-            json.loads(proc.stdout.readline())
+            start_population(ns, ports, reserved)
         yield [a, b]
 
 

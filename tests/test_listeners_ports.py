@@ -40,9 +40,10 @@ def views_config(tmp: Path, max_ports: int = 100, always: tuple[int, ...] = ()) 
     return path
 
 
-def start_population(ns: Netns) -> subprocess.Popen[str]:
-    ns.run(["sysctl", "-qw", f"net.ipv4.ip_local_port_range={RANGE}"])
-    ns.run(["sysctl", "-qw", f"net.ipv4.ip_local_reserved_ports={RESERVED}"])
+def start_population(ns: Netns, ports: str = RANGE, reserved: str = RESERVED) -> subprocess.Popen[str]:
+    """tests/port_population.py in ``ns``, with that ephemeral range, once it has made its sockets."""
+    ns.run(["sysctl", "-qw", f"net.ipv4.ip_local_port_range={ports}"])
+    ns.run(["sysctl", "-qw", f"net.ipv4.ip_local_reserved_ports={reserved}"])
     proc: subprocess.Popen[str] = ns.popen([sys.executable, "-m", "tests.port_population"], cwd=ROOT,
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -60,6 +60,17 @@ def handshake_fails(client: Client) -> bool:
     return False
 
 
+def stalled_handshake(port: int, ca: Path) -> socket.socket:
+    """A connection that sent its ClientHello and nothing more: the handshake never finishes."""
+    tls = ssl.create_default_context(cafile=str(ca)).wrap_bio(
+        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(outgoing.read())
+    return s
+
+
 def test_tls_scrape_and_plain_http_refused(tmp_path: Path, pki: Pki) -> None:
     config = load_web_config(str(web_config(tmp_path, pki)))
     with serving(new_server(web_config=config)) as server:
@@ -86,14 +97,7 @@ def test_idle_connections_and_stalled_handshakes_do_not_delay_a_scrape(tmp_path:
         client = Client(port, ca=pki.ca, timeout=5)
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
         try:
-            for _ in range(100):
-                tls = ssl.create_default_context(cafile=str(pki.ca)).wrap_bio(
-                    ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="127.0.0.1")
-                with pytest.raises(ssl.SSLWantReadError):
-                    tls.do_handshake()
-                s = socket.create_connection(("127.0.0.1", port))
-                s.sendall(outgoing.read())  # the ClientHello; the client's Finished never follows
-                held.append(s)
+            held += [stalled_handshake(port, pki.ca) for _ in range(100)]
             time.sleep(0.5)
             latencies = []
             for _ in range(5):
@@ -269,14 +273,7 @@ def test_stalled_handshakes_are_evicted_at_the_cap(tmp_path: Path, pki: Pki) -> 
     with serving(new_server(web_config=config, limits=ServerLimits(max_connections=10))) as server:
         port = server.server_address[1]
         stalled = []
-        for _ in range(10):
-            tls = ssl.create_default_context(cafile=str(pki.ca)).wrap_bio(
-                ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="127.0.0.1")
-            with pytest.raises(ssl.SSLWantReadError):
-                tls.do_handshake()
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(outgoing.read())  # the ClientHello; nothing more
-            stalled.append(s)
+        stalled += [stalled_handshake(port, pki.ca) for _ in range(10)]
         try:
             deadline = time.monotonic() + 5
             while server.open_connections < 10 and time.monotonic() < deadline:
