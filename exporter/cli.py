@@ -40,7 +40,7 @@ log = logging.getLogger("exporter")
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from .config import NETWORK_NAMESPACES, SOURCES
+    from .config import COLLECTORS, NETWORK_NAMESPACES, SOURCES
 
     p = argparse.ArgumentParser(prog="socket-exporter", description=(
         "Prometheus exporter for Linux sockets by family, type, status and owning process."))
@@ -67,22 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve POST /-/reload, as Prometheus' flag of that name (default off; SIGHUP always reloads)")
     p.add_argument("--log.level", dest="log_level", metavar="LEVEL",
                    help="debug, info, warn or error (default info; warning is read as warn)")
+    p.add_argument("--limits.max-series", dest="max_series", metavar="N", type=int,
+                   help="most samples in one exposition; beyond it the smallest owners, namespaces and ports are "
+                   "folded into their other buckets (0: no limit; default 10000)")
+    for name in COLLECTORS:  # node_exporter's spelling: --collector.NAME / --no-collector.NAME
+        p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
+                       help=f"switch the {name} view on or off (default: {name}.enabled in the config)")
     p.add_argument("--version", action="version", version=f"socket_exporter {__version__}")
     return p
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given as flags (None = not given), validated. Raises ConfigError."""
-    from .config import check_log_level, check_telemetry_path, parse_listen_address
+    from .config import COLLECTORS, check_log_level, check_max_series, check_telemetry_path, parse_listen_address
 
     if args.listen_address is not None:
         parse_listen_address(args.listen_address)
     if args.telemetry_path is not None:
         check_telemetry_path(args.telemetry_path)  # the file's check, with the flag's name: one error shape
     level = check_log_level(args.log_level) if args.log_level is not None else None
+    if args.max_series is not None:
+        check_max_series(args.max_series)
     return {"listen_address": args.listen_address, "telemetry_path": args.telemetry_path,
             "source": args.source, "procfs": args.procfs, "log_level": level,
-            "network_namespaces": args.network_namespaces, "pod_logs": args.pod_logs}
+            "network_namespaces": args.network_namespaces, "pod_logs": args.pod_logs,
+            "max_series": args.max_series,
+            "collectors": {name: getattr(args, f"collector_{name}") for name in COLLECTORS}}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -97,12 +107,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def make_registry(reloader: Reloader) -> CollectorRegistry:
     """The scrape registry: one collector reading the reloader's current state once per scrape, and the
     process-wide self-metrics (exporter/exposition/process.py)."""
-    from prometheus_client import CollectorRegistry
-
     from .exposition import process as self_metrics
+    from .exposition.registry import BudgetedRegistry
     from .exposition.sockets import SocketMetricsCollector
 
-    registry = CollectorRegistry(auto_describe=False)
+    registry = BudgetedRegistry(lambda: reloader.state.config.limits.max_series)
     registry.register(SocketMetricsCollector(lambda: reloader.state))
     return self_metrics.register(registry)  # process_* and the netlink counters
 
@@ -116,17 +125,18 @@ def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
 
 
 def once(config: Config) -> int:
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import generate_latest
 
     from .collection import Pipeline, SharedCollection
     from .exposition import process as self_metrics
+    from .exposition.registry import BudgetedRegistry
     from .exposition.sockets import SocketMetricsCollector
     from .reload import ExporterState
 
     pipeline = Pipeline(config)
     collection = pipeline.collect()
     state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
-    registry = CollectorRegistry(auto_describe=False)
+    registry = BudgetedRegistry(lambda: config.limits.max_series)
     registry.register(SocketMetricsCollector(lambda: state))
     sys.stdout.write(generate_latest(self_metrics.register(registry)).decode())
     return 0 if collection.source_of else 1

@@ -45,6 +45,11 @@ LOG_LEVEL_ALIASES = {"warning": "warn"}
 RESERVED_PATHS = ("/", "/-/healthy", "/-/reload")
 DEFAULT_COLLECTION_TIMEOUT = 60.0
 NETWORK_NAMESPACES = ("own", "all")
+#: The optional views, each switched by ``<name>.enabled`` and by ``--[no-]collector.<name>``.
+COLLECTORS = ("per_process", "listeners", "ports", "ephemeral")
+#: Sized in README "Series per host": a node with 110 pods, 500 processes and 50 busy ports, every
+#: collector on, stays well under it. Below MIN_MAX_SERIES the families that never fold could not fit.
+DEFAULT_MAX_SERIES, MIN_MAX_SERIES, MAX_MAX_SERIES = 10000, 500, 10_000_000
 
 
 class ConfigError(Exception):
@@ -56,6 +61,11 @@ class PerProcessConfig:
     enabled: bool = True
     labels: tuple[str, ...] = ("pid", "process")
     max_owners: int = 100
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_series: int = DEFAULT_MAX_SERIES  # exporter/exposition/budget.py; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class Config:
     ephemeral: EphemeralConfig = field(default_factory=EphemeralConfig)
     network_namespaces: str = "own"  # all: every namespace on the host (README "Every network namespace")
     pod_logs: str = "/var/log/pods"  # <namespace>_<name>_<uid> dirs naming pods in network_namespaces: all
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 def _fail(where: str, key: str, message: str) -> ConfigError:
@@ -116,7 +127,7 @@ def parse_config(text: str, where: str) -> Config:
         raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
     _want(where, "", data, dict, "a mapping at the top level")
     _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection",
-                                 "network_namespaces", *VIEW_KEYS))
+                                 "network_namespaces", "limits", *VIEW_KEYS))
     defaults = Config()
     kinds = data.get("kinds", list(defaults.kinds))
     _want(where, "kinds", kinds, list, "a list of kinds")
@@ -168,10 +179,14 @@ def parse_config(text: str, where: str) -> Config:
                     (int, float), "a number of seconds > 0")
     if isinstance(timeout, bool) or not 0 < timeout < 86400:  # also refuses .nan and .inf
         raise _fail(where, "collection.timeout", f"got {_show(timeout)}; want a number of seconds > 0 and < 86400")
+    limits = _want(where, "limits", data.get("limits", {}), dict, "a mapping")
+    _check_keys(where, "limits.", limits, ("max_series",))
+    max_series = check_max_series(limits.get("max_series", DEFAULT_MAX_SERIES), where, "limits.max_series")
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
                   listen_address=listen, telemetry_path=path, procfs=procfs, log_level=level,
                   collection_timeout=float(timeout), network_namespaces=netns, pod_logs=pod_logs,
+                  limits=LimitsConfig(max_series=max_series),
                   **parse_views(where, data))
 
 
@@ -189,11 +204,19 @@ def check_telemetry_path(value: str, where: str = "--web.telemetry-path", key: s
     return value
 
 
+def check_max_series(value: Any, where: str = "--limits.max-series", key: str = "") -> int:
+    """The one check for the series budget, from the flag or the file: 0 (no limit) or a usable ceiling."""
+    want = f"0 (no limit) or an integer {MIN_MAX_SERIES}..{MAX_MAX_SERIES}"
+    _want(where, key, value, int, want)
+    if value != 0 and not MIN_MAX_SERIES <= value <= MAX_MAX_SERIES:
+        raise _fail(where, key, f"got {value}; want {want}")
+    return int(value)
+
+
 def check_log_level(value: Any, where: str = "--log.level", key: str = "") -> str:
     """The one check for the log level, from the flag or the file; returns Prometheus' spelling."""
     value = LOG_LEVEL_ALIASES.get(value, value) if isinstance(value, str) else value
     return _choice(where, key, value, LOG_LEVELS)
-NETWORK_NAMESPACES = ("own", "all")
 
 
 def load_config(path: str) -> Config:
@@ -222,6 +245,15 @@ def parse_listen_address(value: str, where: str = "--web.listen-address", key: s
 
 
 def with_overrides(config: Config, **flags: Any) -> Config:
-    """Apply command-line flags (None means 'not given') on top of the file: flags win."""
+    """Apply command-line flags (None means 'not given') on top of the file: flags win.
+
+    ``collectors`` maps a name of COLLECTORS to its ``--[no-]collector.<name>`` (None: not given);
+    ``max_series`` is ``--limits.max-series``.
+    """
     given = {k: v for k, v in flags.items() if v is not None}
+    for name, enabled in given.pop("collectors", {}).items():
+        if enabled is not None:
+            given[name] = dataclasses.replace(getattr(config, name), enabled=enabled)
+    if "max_series" in given:
+        given["limits"] = LimitsConfig(max_series=given.pop("max_series"))
     return dataclasses.replace(config, **given)

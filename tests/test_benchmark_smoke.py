@@ -39,7 +39,7 @@ def test_report_renders_every_row_and_target() -> None:
     assert "8/10 answered 200" in text and "50.0 MB" in text
     assert "holders busy: server + 2 scan workers, RSS sum / Pss sum / peak RSS sum | 61.0 / 51.0 / 71.0 MB" in text
     targets = text.split("Targets at 100k:")[1]
-    assert targets.count("MET") + targets.count("MISSED") == 18
+    assert targets.count("MET") + targets.count("MISSED") == 19
     assert "holders busy: CPU s per HTTP scrape" in targets
 
 

@@ -96,3 +96,38 @@ def test_telemetry_path_from_flag_and_file_is_checked_alike(tmp_path: Path, valu
     _, _, flag_why = flag_line.partition("--web.telemetry-path: ")
     _, _, file_why = file_line.partition(f"{config}: web.telemetry_path: ")
     assert flag_why and flag_why == file_why and f"got {value!r}" in flag_why, (flag_line, file_line)
+
+
+def test_collector_flags_switch_views_over_the_file(tmp_path: Path) -> None:
+    """``--[no-]collector.<name>`` beats ``<name>.enabled`` in the file, both ways (node_exporter's flags)."""
+    from exporter.cli import build_parser, resolve_config
+
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("listeners: {enabled: true}\nlimits: {max_series: 2000}\n")
+    args = build_parser().parse_args(["--config", str(cfg), "--no-collector.listeners", "--collector.ports",
+                                      "--no-collector.per_process", "--limits.max-series", "0"])
+    config = resolve_config(args)
+    assert (config.listeners.enabled, config.ports.enabled, config.per_process.enabled) == (False, True, False)
+    assert config.ephemeral.enabled is False and config.limits.max_series == 0
+    assert resolve_config(build_parser().parse_args(["--config", str(cfg)])).limits.max_series == 2000
+
+
+def test_cli_collector_flags_change_the_exposition() -> None:
+    def families(*flags: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-m", "exporter", "--once", *flags], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return {line.split()[2] for line in proc.stdout.splitlines() if line.startswith("# TYPE")}
+
+    on = families("--collector.listeners", "--collector.ephemeral")
+    off = families("--no-collector.per_process")
+    assert {"socket_listen_queue_length", "socket_ephemeral_port_range_size", "socket_process_connections"} <= on
+    assert "socket_process_connections" not in off and "socket_listen_queue_length" not in off
+    assert "socket_exporter_series" in off
+
+
+def test_cli_bad_max_series_flag_is_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--limits.max-series", "12", "--config.check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--limits.max-series: got 12; want 0 (no limit)" in proc.stderr

@@ -24,8 +24,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import Config, PerProcessConfig
 from exporter.config_views import EphemeralConfig, ListenersConfig, PortsConfig
+from exporter.exposition.registry import BudgetedRegistry
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.reload import ExporterState
+from tests.benchmark import budget
 
 ROWS = {
     "exporter views all owners": "exporter netlink [all] + per-process + listeners/ports/ephemeral",
@@ -37,12 +39,17 @@ VIEWS = {"listeners": ListenersConfig(enabled=True), "ports": PortsConfig(enable
          "ephemeral": EphemeralConfig(enabled=True, top=TOP)}
 
 
-def _exporter(kinds: str, owners: bool) -> Callable[[], int]:
+def _registry(kinds: str, owners: bool) -> CollectorRegistry:
     config = dataclasses.replace(Config(kinds=(kinds,), source="netlink",
                                         per_process=PerProcessConfig(enabled=owners)), **VIEWS)
     state = ExporterState.build(config)
-    reg = CollectorRegistry(auto_describe=False)
+    reg = BudgetedRegistry(lambda: config.limits.max_series)  # the server's registry: the budget counts
     reg.register(SocketMetricsCollector(lambda: state))
+    return reg
+
+
+def _exporter(kinds: str, owners: bool) -> Callable[[], int]:
+    reg = _registry(kinds, owners)
     return lambda: len(generate_latest(reg))
 
 
@@ -78,7 +85,8 @@ def measurements(timed_self: Callable[[Callable[[], int]], Any]) -> dict[str, Ca
     full, inet = _exporter("all", True), _exporter("inet", False)
     return {"exporter views all owners": lambda: timed_self(full),
             "exporter views inet counts": lambda: timed_self(inet),
-            "psutil inet ports": lambda: timed_self(_psutil_ports)}
+            "psutil inet ports": lambda: timed_self(_psutil_ports),
+            **budget.measurements(timed_self, lambda: list(_registry("all", True).collect()))}
 
 
 def targets(median: Callable[[str], float | None], check: Callable[..., None]) -> None:
@@ -87,3 +95,4 @@ def targets(median: Callable[[str], float | None], check: Callable[..., None]) -
     check("views on, [all] + per-process: median s", full, 0.3, True, "{:.3f}")
     check("psutil('inet') + per-port / views on [all] + per-process",
           psutil / full if psutil is not None and full else None, 5, False)
+    budget.targets(median, check)

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from tests.benchmark import ports
+from tests.benchmark import budget, ports
 
 MB = 1 << 20
 #: harness name -> row label, in table order. "[tcp]"/"[all]" is the exporter's ``kinds``.
@@ -35,6 +35,7 @@ ROWS = {
     "node_exporter tcpstat": "node_exporter tcpstat scrape",
 }
 ROWS.update(ports.ROWS)  # the listeners/ports/ephemeral views' rows (tests/benchmark/ports.py)
+ROWS.update(budget.ROWS)  # the series budget's (tests/benchmark/budget.py): no psutil peer
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Case:
 def psutil_peer(name: str) -> str:
     """The psutil run a row is compared with: same kinds ([all] rows and the server vs 'all'), a
     "holders busy" row with psutil run while the holders were busy, a ports row with psutil 'inet'."""
+    if name in budget.ROWS:
+        return ""  # no psutil equivalent: the ratio column shows "-"
     if name in ports.ROWS:
         return "psutil inet ports"
     if name.startswith("busy "):

@@ -1,0 +1,92 @@
+"""The series budget on a real host: many owners in a namespace, the real exporter scraped over HTTP.
+
+Each of ``OWNERS`` ``sleep`` processes holds its own sockets (a listener and 0-3 connected pairs),
+so per-process series outgrow a small ``--limits.max-series``. The exposition must stay within it,
+per (family, type, status) the per-process series must still sum to ``socket_connections``, the
+owners kept must be the biggest ones (sizes known from how the population was built, not from the
+exporter), and without a budget the same host shows every owner.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._served import http, running_exporter
+from tests.exposition import connection_counts, owner_counts, run_once, samples
+from tests.netns import Netns
+
+OWNERS = 300
+LIMIT = 500
+PORT = 9731
+
+#: Runs in the namespace: owner i holds a listener and i % 4 connected pairs (both ends), then the
+#: parent closes its copies, so owner i's sockets are exactly 1 + 2 * (i % 4). Prints {pid: sockets}.
+_HOLDERS = r"""
+import json, socket, subprocess, sys
+sizes = {}
+for i in range(int(sys.argv[1])):
+    lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(8)
+    socks = [lst]
+    for _ in range(i % 4):
+        c = socket.create_connection(lst.getsockname()); a, _ = lst.accept(); socks += [c, a]
+    p = subprocess.Popen(["sleep", "infinity"], pass_fds=[s.fileno() for s in socks])
+    for s in socks:
+        s.close()
+    sizes[p.pid] = len(socks)
+print(json.dumps(sizes), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def holders(netns: Netns) -> Iterator[dict[str, int]]:
+    proc = netns.popen([sys.executable, "-c", _HOLDERS, str(OWNERS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       text=True)
+    assert proc.stdout is not None
+    sizes = {str(pid): n for pid, n in json.loads(proc.stdout.readline()).items()}
+    assert len(sizes) == OWNERS
+    yield sizes
+    proc.kill()
+    proc.wait()
+
+
+def _count(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_small_budget_holds_and_sums_stay_exact(netns: Netns, holders: dict[str, int], tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("per_process: {max_owners: 10000}\n")  # the budget, not the owner cap, must fold here
+
+    unbudgeted = run_once(netns, "--config", str(config), "--limits.max-series", "0")
+    assert {pid for *_, pid in owner_counts(unbudgeted)} >= set(holders)  # every owner, without a budget
+    assert _count(unbudgeted) > LIMIT
+
+    with running_exporter(netns, PORT, tmp_path / "exporter.log", "--config", str(config),
+                          "--limits.max-series", str(LIMIT)):
+        texts = [body for status, body in http(netns, PORT, count=2) if status == 200]
+    assert len(texts) == 2
+    for text in texts:
+        got = samples(text)
+        assert _count(text) <= LIMIT
+        assert got["socket_exporter_series"][0][1] == _count(text)
+        assert got["socket_exporter_series_limit"][0][1] == LIMIT
+        sums: Counter[tuple[str, str, str]] = Counter()
+        for (family, sock_type, status, _), n in owner_counts(text).items():
+            sums[(family, sock_type, status)] += n
+        assert sums == connection_counts(text)  # folded owners still add up
+
+        pids = {pid for *_, pid in owner_counts(text)}
+        assert "other" in pids
+        kept = [holders[p] for p in pids if p in holders]
+        folded = [n for p, n in holders.items() if p not in pids]
+        assert kept and folded and min(kept) >= max(folded)  # the smallest owners went first
+    folds = {labels["family"]: v for labels, v in samples(texts[-1])["socket_exporter_series_folds_total"]}
+    assert folds["socket_process_connections"] >= 2 * len(folded)  # counted over both expositions
