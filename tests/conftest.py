@@ -78,6 +78,7 @@ SLOW_TESTS = (
     "tests/test_deploy_manifests.py::*",
     "tests/test_fallback.py::*",
     "tests/test_fuzz_parsers.py::*",
+    "tests/test_series_budget.py::*",
     "tests/test_golden_exposition.py::*",
     "tests/test_healthcheck.py::*",
     "tests/test_http_load.py::*",

@@ -4,9 +4,12 @@ tests/test_series_budget.py."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -159,3 +162,38 @@ def test_random_families_always_fit_and_keep_their_sums() -> None:
         left = fit(families, limit, Counter())
         assert left == count(families) <= limit
         assert sums(families[1], ("pid", "process")) == want
+
+
+def test_registry_reads_the_limit_per_exposition_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import Collector
+
+    from exporter.exposition.registry import OWN_SAMPLES, BudgetedRegistry
+
+    class Owners(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield from owners({str(p): {"ESTABLISHED": p} for p in range(1, 601)})
+
+    limit = [0]
+    registry = BudgetedRegistry(lambda: limit[0])
+    registry.register(Owners())
+
+    def exposed() -> dict[str, float]:
+        text = generate_latest(registry).decode()
+        lines = [line for line in text.splitlines() if not line.startswith("#")]
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
+        assert values["socket_exporter_series"] == len(lines)
+        return values
+
+    assert exposed()["socket_exporter_series"] == 1 + 600 + OWN_SAMPLES  # no limit: everything
+    limit[0] = 500  # a reload: the next exposition uses it
+    for scrape in (1, 2):
+        values = exposed()
+        assert values["socket_exporter_series"] == 500 and values["socket_exporter_series_limit"] == 500
+        folded = values['socket_exporter_series_folds_total{family="socket_process_connections"}']
+        assert folded == scrape * (600 - (500 - OWN_SAMPLES - 2))  # cumulative; totals + other kept
+    limit[0] = 1 + OWN_SAMPLES  # below what never folds: served anyway, one warning for the episode
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        assert exposed()["socket_exporter_series"] == 1 + 1 + OWN_SAMPLES  # the totals and pid="other"
+        exposed()
+    assert len([r for r in caplog.records if "series budget" in r.message]) == 1

@@ -90,3 +90,48 @@ def test_small_budget_holds_and_sums_stay_exact(netns: Netns, holders: dict[str,
         assert kept and folded and min(kept) >= max(folded)  # the smallest owners went first
     folds = {labels["family"]: v for labels, v in samples(texts[-1])["socket_exporter_series_folds_total"]}
     assert folds["socket_process_connections"] >= 2 * len(folded)  # counted over both expositions
+
+
+#: Runs in a namespace: a listener with ``n`` connected pairs, held until stdin closes.
+_SMALL_POD = r"""
+import socket, sys
+lst = socket.socket(); lst.bind(("127.0.0.1", 8080)); lst.listen(16)
+pairs = [(socket.create_connection(("127.0.0.1", 8080)), lst.accept()[0]) for _ in range(int(sys.argv[1]))]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+PODS = 40
+
+
+def test_all_namespaces_fold_and_still_sum(tmp_path: Path) -> None:
+    """``network_namespaces: all`` with every view on: namespaces fold into netns="other" (after the
+    ports, listeners and owners), and the namespaces still sum to the node's totals."""
+    from contextlib import ExitStack
+
+    from tests._require import require_netns
+    from tests.every_netns import exporter_all
+
+    require_netns()
+    config = tmp_path / "c.yml"
+    config.write_text("listeners: {enabled: true}\nports: {enabled: true}\nephemeral: {enabled: true}\n")
+    with ExitStack() as stack:
+        for i in range(PODS):
+            ns = stack.enter_context(Netns())
+            proc = ns.popen([sys.executable, "-c", _SMALL_POD, str(1 + i % 3)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        with exporter_all(tmp_path, "--config", str(config), "--limits.max-series", "0") as (client, _):
+            natural = _count(client.get("/metrics")[1])
+        assert natural > LIMIT + 200, natural  # the budget must bite, beyond the ports and owners
+        with exporter_all(tmp_path, "--config", str(config), "--limits.max-series", str(LIMIT)) as (client, _):
+            text = client.get("/metrics")[1]
+    got = samples(text)
+    assert _count(text) <= LIMIT == got["socket_exporter_series_limit"][0][1]
+    per_ns: Counter[tuple[str, str, str]] = Counter()
+    for labels, n in got["socket_namespace_connections"]:
+        per_ns[(labels["family"], labels["type"], labels["status"])] += int(n)
+    assert +per_ns == connection_counts(text)
+    other = [labels for labels, _ in got["socket_namespace_connections"] if labels["netns"] == "other"]
+    assert other and all(labels["pod_uid"] == labels["container_id"] == "" for labels in other)
+    folds = {labels["family"]: v for labels, v in got["socket_exporter_series_folds_total"]}
+    assert folds["socket_namespace_connections"] > 0
