@@ -197,3 +197,13 @@ def test_registry_reads_the_limit_per_exposition_and_warns_once(caplog: pytest.L
         assert exposed()["socket_exporter_series"] == 1 + 1 + OWN_SAMPLES  # the totals and pid="other"
         exposed()
     assert len([r for r in caplog.records if "series budget" in r.message]) == 1
+
+
+def test_a_process_named_like_a_bucket_still_folds() -> None:
+    """``other`` and ``unowned`` are names any process may take; only the real buckets never fold."""
+    per = GaugeMetricFamily("socket_process_connections", "", labels=KEY + OWNER)
+    for pid, name, n in (("10", "other", 1), ("11", "unowned", 1), ("12", "nginx", 9), ("unowned", "(unowned)", 1)):
+        per.add_metric(["AF_INET", "SOCK_STREAM", "ESTABLISHED", pid, name], n)
+    fit([per], 3, Counter())
+    assert {(s.labels["pid"], s.labels["process"]): s.value for s in per.samples} == {
+        ("other", "(other)"): 2, ("12", "nginx"): 9, ("unowned", "(unowned)"): 1}

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -56,11 +56,12 @@ COMBINE: Mapping[str, Callable[[float, float], float]] = {
     "socket_ephemeral_ports_max_in_use": max, "socket_ephemeral_ports_in_use": max,
     "socket_metric_unavailable": max, "socket_ephemeral_port_range_size": min,
 }
-_BUCKETS = frozenset({"other", "unowned", "(other)", "(unowned)"})
 
 
-def _is_bucket(group: Sequence[str]) -> bool:
-    return any(value in _BUCKETS for value in group)
+def _owner_bucket(group: Sequence[str]) -> bool:
+    """(pid, process) of a bucket. A process may call itself ``other``, but never ``(other)``
+    (aggregate/counts.py owner_name), and a pid is a number."""
+    return group[0] in ("other", "unowned") or group[1] in ("(other)", "(unowned)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Step:
     group: tuple[str, ...]  # labels naming a group; a label a family lacks reads as ""
     into: Mapping[str, str] | None  # the bucket's label values (labels a sample lacks are skipped); None: drop
     size: str  # the family whose values rank the groups
-    keep: Callable[[Sequence[str]], bool] = field(default=_is_bucket)  # groups never folded: the buckets
+    keep: Callable[[Sequence[str]], bool]  # groups never folded: the buckets
 
 
 STEPS = (
@@ -84,7 +85,7 @@ STEPS = (
     Step("listeners", LISTEN_FAMILIES, ("family", "port", "netns"), {"port": "other"},
          "socket_listen_queue_length", keep=lambda g: g[1] == "other"),
     Step("owners", ("socket_process_connections",), ("pid", "process"),
-         {"pid": "other", "process": "(other)"}, "socket_process_connections"),
+         {"pid": "other", "process": "(other)"}, "socket_process_connections", keep=_owner_bucket),
     Step("namespaces", NAMESPACE_FAMILIES, NS_GROUP, OTHER_NAMESPACE, "socket_namespace_connections",
          keep=lambda g: g[0] in ("", "other")),  # "": own mode, no netns label: nothing to fold
 )
