@@ -41,7 +41,6 @@ class Holder:
         return self.proc.pid
 
 
-
 def time_wait(server: Holder, port: int, n: int) -> None:
     """``n`` connections to ``server``'s listener on ``port``, accepted here and closed server first."""
     listener = socket.socket(fileno=take_fd(server.pid, server.listeners[port]))
@@ -54,16 +53,17 @@ def time_wait(server: Holder, port: int, n: int) -> None:
     finally:
         listener.close()  # our copy only: the server keeps listening
 
+
 def _loopback(family: int) -> str:
     return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
-def _listen(port: int, v6: bool = False, backlog: int = 128, addr: str | None = None) -> socket.socket:
+def _listen(port: int, v6: bool = False, backlog: int = 128) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if v6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr or ("::" if v6 else "0.0.0.0"), port))
+    s.bind(("::" if v6 else "0.0.0.0", port))
     s.listen(backlog)
     return s
 
@@ -111,6 +111,7 @@ class Spawner:
 
 
 def build_pod(i: int, spawner: Spawner) -> tuple[Holder, Holder]:
+    """Pod ``i``'s sockets (tests/fleet_host.py), run inside its namespace: (app, envoy), app started first."""
     app: list[socket.socket] = []
     envoy: list[socket.socket] = []
     try:
@@ -133,9 +134,7 @@ def build_pod(i: int, spawner: Spawner) -> tuple[Holder, Holder]:
             listeners[POD_METRICS_PORT] = metrics
             app += [metrics, accepted]
             envoy.append(client)
-        dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        dns.connect(RESOLVER)
-        spawner.keep(dns)
+        dns = _udp_client(spawner)
         a, b = spawner.keep(*socket.socketpair())
         app += [dns, a]
         envoy.append(b)
@@ -145,6 +144,7 @@ def build_pod(i: int, spawner: Spawner) -> tuple[Holder, Holder]:
 
 
 def build_node(node_processes: int, ports: list[int], spawner: Spawner) -> dict[int, Holder]:
+    """The node's servers, clients and daemons (tests/fleet_host.py), run inside its namespace: {port: server}."""
     daemons = max(3, (node_processes - len(ports)) // 3)
     clients = node_processes - len(ports) - daemons
     servers: dict[int, Holder] = {}

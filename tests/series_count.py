@@ -94,8 +94,9 @@ def namespace_series(snapshot: Snapshot) -> int:
     return len({s.key for s in snapshot.socks})
 
 
-def process_series(owned: Iterable[tuple[SsKey, int | None]], max_owners: int) -> int:
-    """``socket_process_connections`` samples for these (key, owner pid or None) sockets."""
+def process_parts(owned: Iterable[tuple[SsKey, int | None]], max_owners: int) -> tuple[int, int, int]:
+    """``socket_process_connections`` samples for these (key, owner pid or None) sockets: (of the kept
+    owners, of ``pid="unowned"``, of ``pid="other"``); their sum is the family's count."""
     keys: defaultdict[int | None, set[SsKey]] = defaultdict(set)
     size: Counter[int] = Counter()
     for key, pid in owned:
@@ -104,7 +105,7 @@ def process_series(owned: Iterable[tuple[SsKey, int | None]], max_owners: int) -
             size[pid] += 1
     ranked = sorted(size, key=lambda pid: (-size[pid], pid))
     other = set().union(*(keys[pid] for pid in ranked[max_owners:]))
-    return sum(len(keys[pid]) for pid in ranked[:max_owners]) + len(keys[None]) + len(other)
+    return sum(len(keys[pid]) for pid in ranked[:max_owners]), len(keys[None]), len(other)
 
 
 def view_series(snapshot: Snapshot, listeners_max: int = 100, always: Iterable[int] = (), ports_max: int = 20,
