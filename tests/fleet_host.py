@@ -1,7 +1,7 @@
 """A Kubernetes node in miniature, for counting series: ``with fleet_host(tmp) as host: ...``.
 
 Issue 13 sizes the series budget on "a node with 110 pods, 500 processes and 50 busy ports" (110 is
-kubelet's default ``maxPods``). This builds one, real sockets in real states, in about a second of work:
+kubelet's default ``maxPods``). This builds one, real sockets in real states, a fork per process:
 
 * **110 pods**: a named network namespace each (``sockexp-fl<tag>-p000`` ...), with two processes,
   ``app`` and ``envoy``, each in its own container cgroup under a kubelet-shaped pod cgroup
