@@ -100,6 +100,7 @@ SLOW_TESTS = (
     "tests/test_readme.py::*one_liner*",
     "tests/test_reload.py::*",
     "tests/test_rules.py::*",
+    "tests/test_series_per_host.py::*",
     "tests/test_tls_auth.py::*",
     "tests/test_web_config.py::*",
 )
