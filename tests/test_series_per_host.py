@@ -4,8 +4,8 @@ tests/fleet_host.py builds the node; the exporter runs inside the node's namespa
 ``hostNetwork`` DaemonSet does) and is scraped over one keep-alive connection from inside it, so the
 scrape's own sockets are the same at every scrape and in every ``ss`` snapshot. Two configs: (a) the
 default (``network_namespaces: own``, views off) and (b) the Kubernetes DaemonSet shape
-(``--network-namespaces all``, per process on), with the listeners, ports and ephemeral views on, and
-without them as config/kubernetes/daemonset.yaml ships. Each family's samples are counted and checked
+(``--network-namespaces all``, per process on), with the listeners, ports and ephemeral views on,  and
+with the collectors config/kubernetes/daemonset.yaml switches on. Each family's samples are counted and checked
 against its formula (tests/series_count.py), whose inputs come from ``ss`` inside each namespace and
 from /proc, taken before and after the scrape and equal.
 
@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from exporter.config import Config
 from tests._nsthread import in_netns
 from tests._require import require, require_netns
 from tests._served import running_exporter
@@ -40,7 +42,6 @@ from tests.reference import SsKey
 from tests.series_count import (
     FIXED,
     FIXED_ALL,
-    FIXED_ALL_BARE,
     GROWING,
     NAMESPACED_VIEWS,
     count_samples,
@@ -52,6 +53,7 @@ from tests.ss_snapshot import Snapshot, owned, snapshots, socket_owners
 from tests.test_end_to_end import stable
 
 pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parent.parent
 PORT = 9731  # inside the node's namespace: nothing else there listens on it
 MAX_OWNERS = 100  # per_process.max_owners, the default
 VIEWS_ON = "listeners: {enabled: true}\nports: {enabled: true}\nephemeral: {enabled: true}\n"
@@ -163,25 +165,34 @@ def test_default_config(host: FleetHost, tmp_path: Path) -> None:
     assert {k: m.counts[k] for k in FIXED} == FIXED
     assert m.counts["socket_process_connections"] == sum(parts)
     assert set(m.counts) - set(FIXED) == {"socket_process_connections"}
-    # TODO(lead): budget: assert m.total < Config().limits.max_series / 2
+    assert m.total < Config().limits.max_series / 2
 
 
-@pytest.mark.parametrize("views", [True, False], ids=["views-on", "shipped-views-off"])
+def shipped_collectors() -> list[str]:
+    """The ``--[no-]collector.*`` flags config/kubernetes/daemonset.yaml runs with."""
+    docs = yaml.safe_load_all((ROOT / "config/kubernetes/daemonset.yaml").read_text())
+    manifest = next(d for d in docs if d and d.get("kind") == "DaemonSet")
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a for a in args if a.startswith(("--collector.", "--no-collector."))]
+
+
+@pytest.mark.parametrize("views", [True, False], ids=["views-on", "shipped"])
 def test_daemonset_shape(host: FleetHost, tmp_path: Path, views: bool) -> None:
-    """(b) all mode, with every view (and, as config/kubernetes/daemonset.yaml ships it, without): each
-    namespace built here equals its formulas, family by family; the owners kept include ours, exactly."""
+    """(b) all mode, with every view (and with the collectors config/kubernetes/daemonset.yaml switches
+    on): each namespace built here equals its formulas, family by family; the owners kept include ours."""
     config = tmp_path / "daemonset.yml"
     config.write_text(VIEWS_ON if views else "{}\n")
+    flags = [] if views else shipped_collectors()
     mine = host.namespaces()
     host.refresh_time_wait()
     with running_exporter(host.node, PORT, tmp_path / "all.log", "--network-namespaces", "all", "--config",
-                          str(config), "--path.pod-logs", str(host.pod_logs)):
+                          str(config), "--path.pod-logs", str(host.pod_logs), *flags):
         scraper = Scraper(host.node.name, PORT)
         (snaps, owners), text = stable(lambda: references(host, [ns.name for ns in mine.values()]),
                                        lambda: scraper.get()[0].decode())
         m = measure(scraper, text)
     by_family = samples(text)
-    fixed = FIXED_ALL if views else FIXED_ALL_BARE
+    fixed = FIXED_ALL  # the shipped flags switch on listeners and ephemeral: the same five stages
     assert unexplained(m.counts, fixed) == set()
     assert {k: m.counts[k] for k in fixed} == fixed
     got: dict[str, Counter[str]] = {}  # family -> samples per netns label
@@ -191,8 +202,9 @@ def test_daemonset_shape(host: FleetHost, tmp_path: Path, views: bool) -> None:
     for inode, ns in mine.items():
         snap = snaps[ns.name]
         want = {"socket_namespace_connections": namespace_series(snap), **dict.fromkeys(NAMESPACED_VIEWS, 0)}
-        if views:
-            want.update(view_series(snap))
+        want.update(view_series(snap))
+        if not views:  # shipped: --collector.listeners --collector.ephemeral, ports off
+            want.update(dict.fromkeys((n for n in NAMESPACED_VIEWS if n.startswith("socket_port_")), 0))
         assert {name: got[name][inode] for name in want} == want, ns.name
     for pod in host.pods:
         idents = {(lab["pod_uid"], lab["pod_namespace"], lab["pod_name"])
@@ -200,8 +212,9 @@ def test_daemonset_shape(host: FleetHost, tmp_path: Path, views: bool) -> None:
         assert idents == {(pod.uid, "fleet", pod.name)}
     check_processes(host, by_family, snaps, owners, m)
     m.split = {name: (c[str(host.node_inode)], sum(c[str(p.inode)] for p in host.pods)) for name, c in got.items() if c}
-    print("\n" + m.report(f"DaemonSet shape (all mode, views {'on' if views else 'off'})"))
-    # TODO(lead): budget: assert m.total < Config().limits.max_series / 2 (the total includes this machine's noise)
+    print("\n" + m.report(f"DaemonSet shape (all mode, {'every view on' if views else 'as shipped'})"))
+    assert m.total < Config().limits.max_series / 2  # room to spare, this machine's noise included
+    assert m.counts["socket_exporter_series"] == 1 and f"socket_exporter_series {m.total}.0" in text
 
 
 def check_processes(host: FleetHost, by_family: dict[str, list[tuple[dict[str, str], float]]],
