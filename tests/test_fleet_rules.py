@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests import _promql as pq
-from tests.test_rules import promtool
+from tests.test_readme import section
+from tests.test_rules import _doc_table, promtool
 
 FLEET_TESTS = sorted((pq.ROOT / "tests" / "rules").glob("fleet_*.test.yml"))
 #: Fleet alert -> (its counterpart in alerts.yml, the thresholds of alerts.yml it writes out).
@@ -193,3 +195,42 @@ def test_weakened_rule_fails_the_unit_tests(tmp_path: Path, what: str, rules: Pa
     proc = promtool("test", "rules", str(test), cwd=tmp_path)
     assert proc.returncode != 0, f"weakening the {what} went unnoticed by {test_file}.test.yml"
     assert "FAILED" in proc.stdout + proc.stderr
+
+
+# ---- README "Running a fleet" ------------------------------------------------------------------------
+def _yaml_blocks() -> list[dict[str, Any]]:
+    return [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", section("Running a fleet"), re.M | re.S)]
+
+
+def test_readme_documents_every_fleet_alert() -> None:
+    documented = {name: cells[:2] for name, cells in _doc_table("fleet alert").items()}
+    assert documented == {a["alert"]: [a["labels"]["severity"], a["for"]] for a in pq.alerts(pq.FLEET_ALERTS)}
+    recorded = set(re.findall(r"^\| `(instance:[^`{]+)", section("Recorded series"), re.M))
+    assert recorded == set(records(pq.RECORDING))
+    assert "LEAD: series budget" in section("Cost per host")  # the placeholder the lead fills in
+
+
+def test_readme_federation_job_is_the_example_file() -> None:
+    (job,) = yaml.safe_load((pq.ROOT / "config" / "prometheus-federate.example.yml").read_text())["scrape_configs"]
+    (shown,) = [b for b in _yaml_blocks() if "scrape_configs" in b]
+    (readme_job,) = shown["scrape_configs"]
+    keys = ("job_name", "metrics_path", "honor_labels", "params")
+    assert {k: readme_job[k] for k in keys} == {k: job[k] for k in keys}
+    (match,) = job["params"]["match[]"]
+    assert match == '{__name__=~"instance:socket_.+"}'
+
+
+def test_readme_remote_write_keeps_only_the_roll_ups(tmp_path: Path) -> None:
+    (block,) = [b for b in _yaml_blocks() if "remote_write" in b]
+    (relabel,) = block["remote_write"][0]["write_relabel_configs"]
+    assert relabel["action"] == "keep" and relabel["source_labels"] == ["__name__"]
+    keep = re.compile(relabel["regex"])  # Prometheus anchors relabel regexes: fullmatch
+    assert all(keep.fullmatch(name) for name in records(pq.RECORDING))
+    per_pid = [n for n in records(pq.RULES) if not n.startswith("instance:")]
+    raw = ["socket_connections", "socket_process_connections", "socket_listen_queue_length", "up"]
+    assert per_pid and not [n for n in per_pid + raw if keep.fullmatch(n)]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(block))
+    proc = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rule_files = [b for b in _yaml_blocks() if "rule_files" in b]
+    assert rule_files and len(rule_files[0]["rule_files"]) == 2
