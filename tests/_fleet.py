@@ -8,6 +8,9 @@ Layout (every address lives in a namespace the test creates; nothing touches the
                                               global Prometheus 127.0.0.1:9091 (federates the local one
                                                 with config/prometheus-federate.example.yml's job,
                                                 evaluates fleet-alerts.yml)
+                                              receiver Prometheus 127.0.0.1:9092 (remote-write receiver:
+                                                the local one writes to it through README's
+                                                write_relabel_configs)
 
 Each exporter runs in its host's namespace with the listener, port and ephemeral views on
 (tests/_prometheus.py's EXPORTER_CONFIG), so it counts that namespace's sockets only. Both Prometheus
@@ -35,7 +38,7 @@ from tests._served import listening
 from tests.netns import Netns
 
 HOSTS = ("web", "db")
-LOCAL_ADDR, GLOBAL_ADDR = "127.0.0.1:9090", "127.0.0.1:9091"
+LOCAL_ADDR, GLOBAL_ADDR, RECEIVER_ADDR = "127.0.0.1:9090", "127.0.0.1:9091", "127.0.0.1:9092"
 EXPORTER_PORT = 9731
 EXTERNAL_LABELS = {"prometheus": "local"}
 SCRAPE_EXAMPLE = ROOT / "config" / "prometheus-scrape.example.yml"
@@ -62,10 +65,12 @@ def wire(mon: Netns, host: Netns, index: int) -> None:
     mon.run(["ip", "link", "set", peer, "up"])
 
 
-def local_config() -> dict[str, Any]:
+def local_config(remote_write: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scraping tier; ``remote_write`` entries (README's) are pointed at the receiver."""
     config = yaml.safe_load(SCRAPE_EXAMPLE.read_text())
     config["global"] = {**INTERVALS, "external_labels": EXTERNAL_LABELS}
     config["rule_files"] = [str(RULES), str(RECORDING)]
+    config["remote_write"] = [{**entry, "url": f"http://{RECEIVER_ADDR}/api/v1/write"} for entry in remote_write]
     (job,) = config["scrape_configs"]
     job.update(scrape_timeout="1s", static_configs=[{"targets": [instance(h) for h in HOSTS]}])
     return dict(config)
@@ -94,11 +99,16 @@ def exporters_up(hosts: dict[str, Netns], workdir: Path) -> Iterator[dict[str, s
 
 
 @contextmanager
-def prometheus_pair(mon: Netns, prometheus: str, workdir: Path) -> Iterator[tuple[Stack, Stack]]:
-    """The local and the global Prometheus in ``mon``; yielded once the global one holds both hosts."""
+def prometheus_tiers(mon: Netns, prometheus: str, workdir: Path,
+                     remote_write: list[dict[str, Any]]) -> Iterator[tuple[Stack, Stack, Stack]]:
+    """(local, global, receiver) Prometheus servers in ``mon``: the local one scrapes and records and
+    remote-writes through ``remote_write`` to the receiver; the global one federates the local one.
+    Yielded once the global one holds both hosts."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    servers = (("local", local_config(remote_write), LOCAL_ADDR, ()), ("global", global_config(), GLOBAL_ADDR, ()),
+               ("receiver", {"global": dict(INTERVALS)}, RECEIVER_ADDR, ("--web.enable-remote-write-receiver",)))
     try:
-        for name, config, addr in (("local", local_config(), LOCAL_ADDR), ("global", global_config(), GLOBAL_ADDR)):
+        for name, config, addr, flags in servers:
             path = workdir / f"prometheus-{name}.yml"
             path.write_text(yaml.safe_dump(config))
             check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True,
@@ -106,12 +116,13 @@ def prometheus_pair(mon: Netns, prometheus: str, workdir: Path) -> Iterator[tupl
             assert check.returncode == 0, check.stdout + check.stderr
             with open(workdir / f"prometheus-{name}.log", "wb") as log:
                 argv = [prometheus, f"--config.file={path}", f"--storage.tsdb.path={workdir / name}",
-                        f"--web.listen-address={addr}"]
+                        f"--web.listen-address={addr}", *flags]
                 procs[name] = mon.popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        local, global_ = Stack(mon, workdir, procs, LOCAL_ADDR), Stack(mon, workdir, procs, GLOBAL_ADDR)
+        addrs = (LOCAL_ADDR, GLOBAL_ADDR, RECEIVER_ADDR)
+        local, global_, receiver = (Stack(mon, workdir, procs, addr) for addr in addrs)
         local.wait_until(f'count(up{{job="{JOB}"}} == 1) == {len(HOSTS)}')
         global_.wait_until(f"count(instance:socket_exporter_healthy:min == 1) == {len(HOSTS)}")
-        yield local, global_
+        yield local, global_, receiver
     finally:
         _stop(procs)
 

@@ -42,7 +42,7 @@ from tests._fleet import (
     exporters_up,
     fleet_namespaces,
     instance,
-    prometheus_pair,
+    prometheus_tiers,
 )
 from tests._prometheus import JOB, Stack
 from tests._require import require_netns, require_tool
@@ -51,6 +51,7 @@ from tests.population import socket_population
 from tests.reference import ss_counts
 from tests.ss_ports import SsTcp, port_range
 from tests.test_dashboard import GRAFANA_VARS
+from tests.test_fleet_rules import yaml_blocks
 from tests.test_listeners_ports import start_population
 
 pytestmark = pytest.mark.root
@@ -66,6 +67,7 @@ class World:
     hosts: dict[str, Netns]
     local: Stack
     global_: Stack
+    receiver: Stack
     exporters: dict[str, subprocess.Popen[bytes]]
     syn_sent_before: dict[str, float]
 
@@ -121,11 +123,12 @@ def world() -> Iterator[World]:
         mon, hosts, workdir = stack.enter_context(fleet_namespaces())
         stack.enter_context(socket_population(hosts["db"], 1))
         exporters = stack.enter_context(exporters_up(hosts, workdir))
-        local, global_ = stack.enter_context(prometheus_pair(mon, prometheus, workdir))
+        (readme,) = [b["remote_write"] for b in yaml_blocks() if "remote_write" in b]
+        local, global_, receiver = stack.enter_context(prometheus_tiers(mon, prometheus, workdir, readme))
         before = {h: truth(ns)["connections SYN_SENT"] for h, ns in hosts.items()}
         start_population(hosts["web"])
         stack.enter_context(socket_population(hosts["web"], 1))
-        yield World(hosts, local, global_, exporters, before)
+        yield World(hosts, local, global_, receiver, exporters, before)
 
 
 def test_global_tier_holds_each_hosts_truth(world: World) -> None:
@@ -170,6 +173,17 @@ def test_only_host_level_series_travel(world: World) -> None:
     assert {k for s in series for k in s} <= ALLOWED_LABELS
     assert {s["instance"] for s in series} == {instance(h) for h in HOSTS}
     assert all(s["prometheus"] == "local" for s in series), "external labels mark the source Prometheus"
+
+
+def test_remote_write_sends_only_the_roll_ups(world: World) -> None:
+    """README's write_relabel_configs on the scraping tier: the receiver gets the host-level series,
+    with the same names and labels as federation brings, and nothing else."""
+    world.receiver.wait_until(f"count(instance:socket_exporter_healthy:min) == {len(HOSTS)}")
+    series = world.receiver.api("/api/v1/series", {"match[]": '{__name__=~".+"}'})["data"]
+    names = {s["__name__"] for s in series}
+    assert names >= set(RECORDED) and all(n.startswith("instance:socket_") for n in names), names
+    assert {k for s in series for k in s} <= ALLOWED_LABELS
+    assert {s["instance"] for s in series} == {instance(h) for h in HOSTS}
 
 
 def test_federation_match_keeps_per_pid_series_home(world: World) -> None:

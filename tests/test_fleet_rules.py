@@ -198,7 +198,7 @@ def test_weakened_rule_fails_the_unit_tests(tmp_path: Path, what: str, rules: Pa
 
 
 # ---- README "Running a fleet" ------------------------------------------------------------------------
-def _yaml_blocks() -> list[dict[str, Any]]:
+def yaml_blocks() -> list[dict[str, Any]]:
     return [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", section("Running a fleet"), re.M | re.S)]
 
 
@@ -212,7 +212,7 @@ def test_readme_documents_every_fleet_alert() -> None:
 
 def test_readme_federation_job_is_the_example_file() -> None:
     (job,) = yaml.safe_load((pq.ROOT / "config" / "prometheus-federate.example.yml").read_text())["scrape_configs"]
-    (shown,) = [b for b in _yaml_blocks() if "scrape_configs" in b]
+    (shown,) = [b for b in yaml_blocks() if "scrape_configs" in b]
     (readme_job,) = shown["scrape_configs"]
     keys = ("job_name", "metrics_path", "honor_labels", "params")
     assert {k: readme_job[k] for k in keys} == {k: job[k] for k in keys}
@@ -221,7 +221,7 @@ def test_readme_federation_job_is_the_example_file() -> None:
 
 
 def test_readme_remote_write_keeps_only_the_roll_ups(tmp_path: Path) -> None:
-    (block,) = [b for b in _yaml_blocks() if "remote_write" in b]
+    (block,) = [b for b in yaml_blocks() if "remote_write" in b]
     (relabel,) = block["remote_write"][0]["write_relabel_configs"]
     assert relabel["action"] == "keep" and relabel["source_labels"] == ["__name__"]
     keep = re.compile(relabel["regex"])  # Prometheus anchors relabel regexes: fullmatch
@@ -232,5 +232,5 @@ def test_readme_remote_write_keeps_only_the_roll_ups(tmp_path: Path) -> None:
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(block))
     proc = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rule_files = [b for b in _yaml_blocks() if "rule_files" in b]
+    rule_files = [b for b in yaml_blocks() if "rule_files" in b]
     assert rule_files and len(rule_files[0]["rule_files"]) == 2
