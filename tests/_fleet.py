@@ -1,4 +1,5 @@
-"""A small fleet in network namespaces: two hosts with an exporter each, a scraping and a global Prometheus.
+"""A small fleet in network namespaces: two hosts with an exporter each, a scraping Prometheus, a global one
+that federates it and one that receives its remote write.
 
 Layout (every address lives in a namespace the test creates; nothing touches the host's network)::
 
@@ -130,7 +131,7 @@ def prometheus_tiers(mon: Netns, prometheus: str, workdir: Path,
 @contextmanager
 def fleet_namespaces() -> Iterator[tuple[Netns, dict[str, Netns], Path]]:
     """(mon, {host: namespace}, a work directory), wired; everything removed on exit. The caller puts
-    sockets in the hosts, then starts :func:`exporters_up` and :func:`prometheus_pair`."""
+    sockets in the hosts, then starts :func:`exporters_up` and :func:`prometheus_tiers`."""
     workdir = Path(tempfile.mkdtemp(prefix="sockexp-fleet-"))
     with ExitStack() as stack:
         stack.callback(rmtree, workdir, ignore_errors=True)
