@@ -62,6 +62,8 @@ class Stack:
     ns: Netns
     workdir: Path
     procs: dict[str, subprocess.Popen[bytes]]
+    #: Where this stack's Prometheus answers (tests/_fleet.py runs two in one namespace).
+    prometheus_addr: str = PROMETHEUS_ADDR
 
     def get(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, str]]:
         """GET every (url, params) from inside the namespace; returns (HTTP status or 0, body)."""
@@ -75,7 +77,7 @@ class Stack:
 
     def api_many(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         out = []
-        for code, body in self.get([(f"http://{PROMETHEUS_ADDR}{path}", p) for path, p in calls]):
+        for code, body in self.get([(f"http://{self.prometheus_addr}{path}", p) for path, p in calls]):
             try:
                 out.append(dict(json.loads(body)))
             except ValueError:

@@ -22,6 +22,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "config" / "alerts.yml"
 DASHBOARD = ROOT / "dashboards" / "socket_exporter.json"
+#: The fleet's files (README "Running a fleet"): roll-ups for the scraping tier, alerts and dashboard
+#: for the global tier.
+RECORDING = ROOT / "config" / "recording.yml"
+FLEET_ALERTS = ROOT / "config" / "fleet-alerts.yml"
+FLEET_DASHBOARD = ROOT / "dashboards" / "socket_exporter_fleet.json"
 DOCS = ROOT / "README.md"
 
 #: Metrics Prometheus itself makes (per target, or from the rules); everything else must be exported.
@@ -30,14 +35,14 @@ PROMETHEUS_METRICS = frozenset({"up", "scrape_duration_seconds", "ALERTS"})
 _ANNOTATION_QUERY = re.compile(r"printf `([^`]*)`")
 
 
-def load_rules() -> list[dict[str, Any]]:
-    """All rules of config/alerts.yml, in file order (recording and alerting)."""
-    doc = yaml.safe_load(RULES.read_text())
+def load_rules(path: Path = RULES) -> list[dict[str, Any]]:
+    """All rules of a rule file (config/alerts.yml by default), in file order (recording and alerting)."""
+    doc = yaml.safe_load(path.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def alerts() -> list[dict[str, Any]]:
-    return [r for r in load_rules() if "alert" in r]
+def alerts(path: Path = RULES) -> list[dict[str, Any]]:
+    return [r for r in load_rules(path) if "alert" in r]
 
 
 def thresholds() -> dict[str, float]:
@@ -51,10 +56,11 @@ def thresholds() -> dict[str, float]:
     return out
 
 
-def annotation_queries(job: str = "socket_exporter", instance: str = "127.0.0.1:9731") -> list[str]:
+def annotation_queries(job: str = "socket_exporter", instance: str = "127.0.0.1:9731",
+                       path: Path = RULES) -> list[str]:
     """PromQL inside the annotation templates, with printf's %q filled as the alert would fill them."""
     queries = []
-    for rule in alerts():
+    for rule in alerts(path):
         for text in rule.get("annotations", {}).values():
             for raw in _ANNOTATION_QUERY.findall(text):
                 head, *rest = raw.split("%q")  # printf's arguments: job, instance[, pid, process]
@@ -72,8 +78,8 @@ class Target:
     instant: bool
 
 
-def dashboard() -> dict[str, Any]:
-    return dict(json.loads(DASHBOARD.read_text()))
+def dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
 
 
 def panels(dash: dict[str, Any] | None = None) -> list[dict[str, Any]]:

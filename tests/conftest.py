@@ -77,6 +77,8 @@ SLOW_TESTS = (
     "tests/test_dashboard.py::*",
     "tests/test_deploy_manifests.py::*",
     "tests/test_fallback.py::*",
+    "tests/test_fleet_federation.py::*",
+    "tests/test_fleet_rules.py::*",
     "tests/test_fuzz_parsers.py::*",
     "tests/test_series_budget.py::*",
     "tests/test_golden_exposition.py::*",

@@ -85,7 +85,11 @@ def test_dashboard_is_a_portable_classic_dashboard() -> None:
 
 
 def test_layout_has_unique_ids_and_no_overlaps() -> None:
-    dash = pq.dashboard()
+    assert_layout(pq.dashboard())
+
+
+def assert_layout(dash: dict[str, Any]) -> None:
+    """Unique panel ids, every panel inside the 24-column grid, no two panels on one cell."""
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     cells: dict[tuple[int, int], str] = {}
