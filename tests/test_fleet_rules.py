@@ -207,7 +207,7 @@ def test_readme_documents_every_fleet_alert() -> None:
     assert documented == {a["alert"]: [a["labels"]["severity"], a["for"]] for a in pq.alerts(pq.FLEET_ALERTS)}
     recorded = set(re.findall(r"^\| `(instance:[^`{]+)", section("Recorded series"), re.M))
     assert recorded == set(records(pq.RECORDING))
-    assert "LEAD: series budget" in section("Cost per host")  # the placeholder the lead fills in
+    assert "limits.max_series" in section("Cost per host") and "LEAD" not in section("Cost per host")
 
 
 def test_readme_federation_job_is_the_example_file() -> None:
