@@ -23,8 +23,8 @@ from prometheus_client.metrics_core import Metric
 from exporter.exposition.budget import count, fit
 
 ROWS = {
-    "exporter budget count": "series budget, exposition under the limit (count samples)",
-    "exporter budget fold": "series budget, fold the views-on exposition into half its samples",
+    "budget count": "series budget, exposition under the limit (count samples)",
+    "budget fold": "series budget, fold the views-on exposition into half its samples",
 }
 
 
@@ -48,10 +48,10 @@ def measurements(timed_self: Callable[[Callable[[], int]], Any],
     def fold() -> int:
         return fit(_copies(collected), size // 2, Counter())
 
-    return {"exporter budget count": lambda: timed_self(under), "exporter budget fold": lambda: timed_self(fold)}
+    return {"budget count": lambda: timed_self(under), "budget fold": lambda: timed_self(fold)}
 
 
 def targets(median: Callable[[str], float | None], check: Callable[..., None]) -> None:
-    fold, scrape = median("exporter budget fold"), median("exporter views all owners")
+    fold, scrape = median("budget fold"), median("exporter views all owners")
     check("series budget fold / views-on scrape, %", 100 * fold / scrape if fold is not None and scrape else None,
           5, True, "{:.1f}")

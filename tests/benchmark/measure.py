@@ -38,6 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import Config, PerProcessConfig
+from exporter.exposition.registry import BudgetedRegistry
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.owners.cache import MIN_AGE
 from exporter.reload import ExporterState
@@ -62,7 +63,7 @@ def exporter_variant(kinds: str, source: str, owners: bool, cold: bool = False) 
 
     def registry() -> CollectorRegistry:
         state = ExporterState.build(config)
-        reg = CollectorRegistry(auto_describe=False)
+        reg = BudgetedRegistry(lambda: config.limits.max_series)  # as the server's: the budget counts too
         reg.register(SocketMetricsCollector(lambda: state))
         return reg
 

@@ -25,14 +25,18 @@ def workers_of(pid: int) -> list[int]:
     """The owner-scan worker processes among ``pid``'s children."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as f:
-            for child in f.read().split():
-                try:
-                    with open(f"/proc/{child}/comm") as c:
-                        if c.read().strip() == WORKER_COMM:
-                            out.append(int(child))
-                except OSError:
-                    continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = f.read().split()
+        except FileNotFoundError:  # a thread that ended since the listing
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/comm") as c:
+                    if c.read().strip() == WORKER_COMM:
+                        out.append(int(child))
+            except OSError:
+                continue
     return out
 
 
