@@ -23,6 +23,7 @@ namespaces too, and ``ss`` counts them like everything else.
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -90,7 +91,7 @@ def truth(ns: Netns) -> dict[str, float]:
 
 #: truth() key -> (recorded name, extra matcher)
 RECORDED_AS = {
-    **{f"connections {s}": ("instance:socket_connections:sum", f'status="{s}"') for s in STATES},
+    **{f"connections {s}": ("instance_status:socket_connections:sum", f'status="{s}"') for s in STATES},
     "fill": ("instance:socket_listen_queue_fill_ratio:max", ""),
     "saturated": ("instance:socket_listen_saturated:count", ""),
     "ephemeral": ("instance:socket_ephemeral_ports_used_ratio:max", ""),
@@ -169,7 +170,7 @@ def test_only_host_level_series_travel(world: World) -> None:
     series = [s for s in everything if not s["__name__"].startswith("ALERTS")]  # the global's own alerts
     names = {s["__name__"] for s in series}
     assert names >= set(RECORDED) and all(":" in n for n in names), names
-    assert all(n.startswith("instance:socket_") for n in names)
+    assert all(re.match(r"instance(_status)?:socket_", n) for n in names)
     assert {k for s in series for k in s} <= ALLOWED_LABELS
     assert {s["instance"] for s in series} == {instance(h) for h in HOSTS}
     assert all(s["prometheus"] == "local" for s in series), "external labels mark the source Prometheus"
@@ -181,7 +182,7 @@ def test_remote_write_sends_only_the_roll_ups(world: World) -> None:
     world.receiver.wait_until(f"count(instance:socket_exporter_healthy:min) == {len(HOSTS)}")
     series = world.receiver.api("/api/v1/series", {"match[]": '{__name__=~".+"}'})["data"]
     names = {s["__name__"] for s in series}
-    assert names >= set(RECORDED) and all(n.startswith("instance:socket_") for n in names), names
+    assert names >= set(RECORDED) and all(re.match(r"instance(_status)?:socket_", n) for n in names), names
     assert {k for s in series for k in s} <= ALLOWED_LABELS
     assert {s["instance"] for s in series} == {instance(h) for h in HOSTS}
 

@@ -70,9 +70,13 @@ def test_no_series_is_recorded_by_both_files(tmp_path: Path) -> None:
 
 
 def test_names_follow_the_level_metric_operations_convention() -> None:
-    for name in records(pq.RECORDING):
-        level, metric, operations = name.split(":")
-        assert level == "instance" and metric.startswith("socket_") and operations, name
+    """The level names the labels an output keeps besides job: ``instance``, ``instance_status``."""
+    for rule in pq.load_rules(pq.RECORDING):
+        level, metric, operations = rule["record"].split(":")
+        assert level.split("_")[0] == "instance" and metric.startswith("socket_") and operations, rule["record"]
+        by = re.search(r"\bby\s*\(([^)]*)\)", rule["expr"])  # the outer grouping comes first
+        kept = {label.strip() for label in by.group(1).split(",")} - {"job"} if by else {"instance"}
+        assert kept == set(level.split("_")), rule["record"]
 
 
 def test_roll_ups_aggregate_to_job_and_instance() -> None:
@@ -151,22 +155,22 @@ MUTATIONS = [
      '\n          or min by (job, instance) (up{job="socket_exporter"})', ""),
     ("spike floor", pq.FLEET_ALERTS, "fleet_alerts", 'CLOSE_WAIT"} >= 100', 'CLOSE_WAIT"} >= 1'),
     ("spike ratio", pq.FLEET_ALERTS, "fleet_alerts",
-     '>= 3 * avg_over_time(instance:socket_connections:sum{status="CLOSE',
-     '>= 0 * avg_over_time(instance:socket_connections:sum{status="CLOSE'),
+     '>= 3 * avg_over_time(instance_status:socket_connections:sum{status="CLOSE',
+     '>= 0 * avg_over_time(instance_status:socket_connections:sum{status="CLOSE'),
     ("spike baseline not offset", pq.FLEET_ALERTS, "fleet_alerts", 'CLOSE_WAIT"}[1h] offset 1h)', 'CLOSE_WAIT"}[1h])'),
     ("spike for", pq.FLEET_ALERTS, "fleet_alerts", 'for: 10m\n        labels:\n          severity: warning\n'
      '        annotations:\n          summary: "CLOSE_WAIT spike', 'for: 1m\n        labels:\n          severity: '
      'warning\n        annotations:\n          summary: "CLOSE_WAIT spike'),
     ("leak rising check", pq.FLEET_ALERTS, "fleet_alerts",
-     "          and (avg_over_time(instance:socket_connections:sum"
-     '{status="CLOSE_WAIT"}[15m] offset 15m)\n', "          or (avg_over_time(instance:socket_connections:sum"
+     "          and (avg_over_time(instance_status:socket_connections:sum"
+     '{status="CLOSE_WAIT"}[15m] offset 15m)\n', "          or (avg_over_time(instance_status:socket_connections:sum"
      '{status="CLOSE_WAIT"}[15m] offset 15m)\n'),
     ("leak growth", pq.FLEET_ALERTS, "fleet_alerts", "offset 45m)) >= 10", "offset 45m)) >= 1"),
     ("leak for", pq.FLEET_ALERTS, "fleet_alerts", "for: 15m", "for: 1m"),
     ("syn_sent floor", pq.FLEET_ALERTS, "fleet_alerts", 'SYN_SENT"} >= 20', 'SYN_SENT"} >= 1'),
     ("syn_sent ratio", pq.FLEET_ALERTS, "fleet_alerts",
-     '>= 3 * avg_over_time(instance:socket_connections:sum{status="SYN',
-     '>= 0 * avg_over_time(instance:socket_connections:sum{status="SYN'),
+     '>= 3 * avg_over_time(instance_status:socket_connections:sum{status="SYN',
+     '>= 0 * avg_over_time(instance_status:socket_connections:sum{status="SYN'),
     ("listener drops floor", pq.FLEET_ALERTS, "fleet_alerts", "* 300 >= 5", "* 300 >= 1"),
     ("listener full queues only", pq.FLEET_ALERTS, "fleet_alerts",
      "\n          or instance:socket_listen_drops:rate5m * 300 >= 5", ""),
@@ -205,7 +209,7 @@ def yaml_blocks() -> list[dict[str, Any]]:
 def test_readme_documents_every_fleet_alert() -> None:
     documented = {name: cells[:2] for name, cells in _doc_table("fleet alert").items()}
     assert documented == {a["alert"]: [a["labels"]["severity"], a["for"]] for a in pq.alerts(pq.FLEET_ALERTS)}
-    recorded = set(re.findall(r"^\| `(instance:[^`{]+)", section("Recorded series"), re.M))
+    recorded = set(re.findall(r"^\| `(instance(?:_status)?:[^`{]+)", section("Recorded series"), re.M))
     assert recorded == set(records(pq.RECORDING))
     assert "limits.max_series" in section("Cost per host") and "LEAD" not in section("Cost per host")
 
@@ -217,7 +221,7 @@ def test_readme_federation_job_is_the_example_file() -> None:
     keys = ("job_name", "metrics_path", "honor_labels", "params")
     assert {k: readme_job[k] for k in keys} == {k: job[k] for k in keys}
     (match,) = job["params"]["match[]"]
-    assert match == '{__name__=~"instance:socket_.+"}'
+    assert match == '{__name__=~"instance(_status)?:socket_.+"}'
 
 
 def test_readme_remote_write_keeps_only_the_roll_ups(tmp_path: Path) -> None:
@@ -226,7 +230,7 @@ def test_readme_remote_write_keeps_only_the_roll_ups(tmp_path: Path) -> None:
     assert relabel["action"] == "keep" and relabel["source_labels"] == ["__name__"]
     keep = re.compile(relabel["regex"])  # Prometheus anchors relabel regexes: fullmatch
     assert all(keep.fullmatch(name) for name in records(pq.RECORDING))
-    per_pid = [n for n in records(pq.RULES) if not n.startswith("instance:")]
+    per_pid = [n for n in records(pq.RULES) if not n.startswith(("instance:", "instance_status:"))]
     raw = ["socket_connections", "socket_process_connections", "socket_listen_queue_length", "up"]
     assert per_pid and not [n for n in per_pid + raw if keep.fullmatch(n)]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(block))
