@@ -14,7 +14,7 @@ import re
 from urllib.parse import parse_qsl, urlsplit
 
 from tests import _promql as pq
-from tests.test_dashboard import _SELECTOR, assert_layout
+from tests.test_dashboard import _SELECTOR, assert_layout, assert_panels
 
 RANKINGS = ("Hosts by CLOSE_WAIT", "Hosts by SYN_SENT growth", "Hosts by saturated listeners",
             "Hosts by ephemeral-port use")
@@ -29,14 +29,7 @@ def test_dashboard_is_a_portable_classic_dashboard() -> None:
     kinds = [variables[n]["type"] for n in ("datasource", "host_datasource", "job")]
     assert kinds == ["datasource", "datasource", "query"]
     assert variables["job"]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-    for panel in pq.panels(dash):
-        refs = [panel["datasource"]] + [t["datasource"] for t in panel["targets"]]
-        assert all(r == {"type": "prometheus", "uid": "${datasource}"} for r in refs), panel["title"]
-        assert panel["targets"] and panel.get("description"), panel["title"]
-    raw_exprs = pq.FLEET_DASHBOARD.read_text().count('"expr":')  # the extractor misses no query
-    assert raw_exprs == len(pq.dashboard_targets(dash)) + len(pq.dashboard_annotation_exprs(dash))
-    titles = [p["title"] for p in pq.panels(dash)]
-    assert [t for t in RANKINGS if t not in titles] == [] and len(titles) == len(set(titles))
+    assert_panels(dash, pq.FLEET_DASHBOARD, RANKINGS)
     assert_layout(dash)
 
 

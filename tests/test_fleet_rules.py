@@ -22,7 +22,7 @@ import yaml
 
 from tests import _promql as pq
 from tests.test_readme import section
-from tests.test_rules import _doc_table, promtool
+from tests.test_rules import _doc_table, fire_and_quiet, promtool
 
 FLEET_TESTS = sorted((pq.ROOT / "tests" / "rules").glob("fleet_*.test.yml"))
 #: Fleet alert -> (its counterpart in alerts.yml, the thresholds of alerts.yml it writes out).
@@ -102,16 +102,8 @@ def test_fleet_alerts_read_only_recorded_series() -> None:
     assert queries and all(pq.metric_names(q) <= recorded for q in queries)
 
 
-def _cases() -> list[dict[str, object]]:
-    return [case for path in FLEET_TESTS for case in yaml.safe_load(path.read_text())["tests"]]
-
-
 def test_every_fleet_alert_has_must_fire_and_must_not_fire_cases() -> None:
-    fire: set[str] = set()
-    quiet: set[str] = set()
-    for case in _cases():
-        for check in case.get("alert_rule_test", []):  # type: ignore[attr-defined]
-            (fire if check["exp_alerts"] else quiet).add(check["alertname"])
+    fire, quiet = fire_and_quiet(FLEET_TESTS)
     names = {a["alert"] for a in pq.alerts(pq.FLEET_ALERTS)}
     assert names == set(COUNTERPART)
     assert names - fire == set() and names - quiet == set()

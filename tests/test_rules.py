@@ -45,16 +45,22 @@ def test_promtool_unit_tests_pass() -> None:
     assert proc.stdout.count("SUCCESS") == len(RULE_TESTS), proc.stdout
 
 
-def _cases() -> list[dict[str, object]]:
-    return [case for path in RULE_TESTS for case in yaml.safe_load(path.read_text())["tests"]]
+def _cases(paths: list[Path] = RULE_TESTS) -> list[dict[str, object]]:
+    return [case for path in paths for case in yaml.safe_load(path.read_text())["tests"]]
+
+
+def fire_and_quiet(paths: list[Path]) -> tuple[set[str], set[str]]:
+    """The alerts some case of ``paths`` expects to fire, and those some case expects to stay quiet."""
+    fire: set[str] = set()
+    quiet: set[str] = set()
+    for case in _cases(paths):
+        for check in case.get("alert_rule_test", []):  # type: ignore[attr-defined]
+            (fire if check["exp_alerts"] else quiet).add(check["alertname"])
+    return fire, quiet
 
 
 def test_every_alert_has_must_fire_and_must_not_fire_cases() -> None:
-    fire: set[str] = set()
-    quiet: set[str] = set()
-    for case in _cases():
-        for check in case.get("alert_rule_test", []):  # type: ignore[attr-defined]
-            (fire if check["exp_alerts"] else quiet).add(check["alertname"])
+    fire, quiet = fire_and_quiet(RULE_TESTS)
     names = {a["alert"] for a in pq.alerts()}
     assert names - fire == set(), "alerts never expected to fire"
     assert names - quiet == set(), "alerts never expected to stay quiet"
