@@ -23,10 +23,10 @@ order, until the exposition holds at most ``limit`` samples:
 Within a step the smallest groups (by sockets: connections, queue length, ports in use) go first,
 ties by label values, so the same host folds the same way every scrape; a group that would be alone
 in its bucket (the only port of its namespace and direction, say) is left as it is, since folding
-it would lose its name and save nothing. A group's samples are
-summed into buckets that keep every other label, so per (family, type, status) the families still
-sum exactly to ``socket_connections``. ``socket_connections`` and the health families are never
-touched. Folding stops the moment the exposition fits: a host under its budget loses nothing.
+it would lose its name and save nothing. A group's samples are summed into buckets that keep every
+other label, so per (family, type, status) the families still sum exactly to ``socket_connections``,
+which is never touched, nor are the health families. Folding stops the moment the exposition fits:
+a host under its budget loses nothing.
 
 Example: limit 2 and ``socket_process_connections`` samples {pid 7: LISTEN 1, pid 9: LISTEN 2,
 pid 8: ESTABLISHED 5}: pid 7 folds first (1 socket) into a new ``other`` LISTEN sample, saving
@@ -107,8 +107,8 @@ def count(families: Iterable[Metric]) -> int:
 def fit(families: Sequence[Metric], limit: int, folds: Counter[str]) -> int:
     """Fold ``families`` in place until they hold at most ``limit`` samples, or nothing is left to fold.
 
-    Adds the groups folded to ``folds`` under each step's ranking family; returns the samples left (over ``limit`` only
-    when the families that never fold alone exceed it).
+    Adds the groups folded to ``folds`` under each step's ranking family; returns the samples left
+    (over ``limit`` only when the families that never fold alone exceed it).
     """
     total = count(families)
     for step in STEPS:
