@@ -14,13 +14,17 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from tests._require import require_netns
 from tests._served import http, running_exporter
+from tests.every_netns import exporter_all
 from tests.exposition import connection_counts, owner_counts, run_once, samples
 from tests.netns import Netns
+from tests.series_count import count_samples
 
 OWNERS = 300
 LIMIT = 500
@@ -58,7 +62,7 @@ def holders(netns: Netns) -> Iterator[dict[str, int]]:
 
 
 def _count(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return sum(count_samples(text).values())
 
 
 def test_small_budget_holds_and_sums_stay_exact(netns: Netns, holders: dict[str, int], tmp_path: Path) -> None:
@@ -106,11 +110,6 @@ PODS = 40
 def test_all_namespaces_fold_and_still_sum(tmp_path: Path) -> None:
     """``network_namespaces: all`` with every view on: namespaces fold into netns="other" (after the
     ports, listeners and owners), and the namespaces still sum to the node's totals."""
-    from contextlib import ExitStack
-
-    from tests._require import require_netns
-    from tests.every_netns import exporter_all
-
     require_netns()
     config = tmp_path / "c.yml"
     config.write_text("listeners: {enabled: true}\nports: {enabled: true}\nephemeral: {enabled: true}\n")

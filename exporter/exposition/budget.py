@@ -145,8 +145,9 @@ def _fold(families: Sequence[Metric], step: Step, excess: int, folds: Counter[st
                 bucket = _key(s.name, _into(s.labels, step.into))
                 if bucket not in present:
                     added.add(bucket)
-        scopes[_scope(step, group)] -= 1
-        if len(added) == len(members[group]) and not scopes[_scope(step, group)]:
+        scope = _scope(step, group)
+        scopes[scope] -= 1
+        if len(added) == len(members[group]) and not scopes[scope]:
             continue  # nothing shares its bucket: folding it would lose detail and save nothing
         present |= added
         saved += len(members[group]) - len(added)
