@@ -38,8 +38,9 @@ from itertools import chain
 
 from .aggregate.counts import Counts, count_by_owner, count_totals
 from .config import DEFAULT_COLLECTION_TIMEOUT, Config
-from .kinds import tables_for
-from .model import Table
+from .model.kinds import tables_for
+from .model.stage import Stage, StageTimer
+from .model.table import Table
 from .owners import scan as owners
 from .owners.cache import OwnerCache
 from .owners.pool import shared_pool
@@ -48,7 +49,6 @@ from .port_views import NamespaceViews, Views, ViewsResult, merge_stages, wants_
 from .sources import TableReader
 from .sources.every_netns import EveryNamespace, NamespaceRead, merge
 from .sources.namespaces import own_inode
-from .stage import Stage, StageTimer
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config_views import VIEW_KEYS, EphemeralConfig, ListenersConfig, PortsConfig, parse_views
-from .kinds import KINDS
+from .model.kinds import KINDS
 from .strict_yaml import MAX_SHOWN, YamlRefused, read_capped
 from .strict_yaml import load as load_yaml
 from .strict_yaml import one_line as _one_line

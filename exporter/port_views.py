@@ -23,10 +23,10 @@ from .aggregate.ephemeral import EphemeralUse, ephemeral_use, read_range
 from .aggregate.listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
 from .aggregate.ports import PortCounts, count_ports
 from .config import Config
-from .model import ListenTable, SocketTable, SourceError, Table
+from .model.stage import Stage, StageTimer
+from .model.table import ListenTable, SocketTable, SourceError, Table
 from .sources import netlink
 from .sources.procfs_inet import listeners_of
-from .stage import Stage, StageTimer
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT, DROPS = "socket_listen_queue_limit", "socket_listen_drops_total"

@@ -18,7 +18,7 @@ from types import FrameType
 
 from hypothesis import strategies as st
 
-from exporter.model import Table
+from exporter.model.table import Table
 from exporter.sources.netlink_wire import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump
 from tests.test_netlink_decode import gen
 

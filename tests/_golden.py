@@ -11,8 +11,8 @@ import os
 import socket
 from pathlib import Path
 
-from exporter.kinds import TABLE_ORDER
-from exporter.model import SourceError, status_name
+from exporter.model.kinds import TABLE_ORDER
+from exporter.model.table import SourceError, status_name
 from exporter.owners.scan import scan_owners
 from exporter.sources.procfs import read_tables
 

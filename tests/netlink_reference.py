@@ -10,7 +10,7 @@ import socket
 
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, MarshalDiag
 
-from exporter.model import Table
+from exporter.model.table import Table
 from exporter.sources import netlink
 
 

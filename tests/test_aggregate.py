@@ -6,8 +6,8 @@ import socket
 from array import array
 
 from exporter.aggregate.counts import count_by_owner, count_totals
-from exporter.kinds import possible_series, tables_for
-from exporter.model import SocketTable, Table
+from exporter.model.kinds import possible_series, tables_for
+from exporter.model.table import SocketTable, Table
 
 LISTEN, ESTAB, TIME_WAIT, CLOSE_WAIT = 10, 1, 6, 8
 STREAM, DGRAM = socket.SOCK_STREAM, socket.SOCK_DGRAM

@@ -48,5 +48,5 @@ def test_the_examples_are_found() -> None:
         tests = doctest.DocTestFinder().find(importlib.import_module(name), name)
         found[name] = sum(len(t.examples) for t in tests)
     assert "exporter.web.server" in found and "exporter.sources.netlink_wire" in found
-    assert found["exporter.kinds"] > 0 and found["tests._promql"] > 0
+    assert found["exporter.model.kinds"] > 0 and found["tests._promql"] > 0
     assert sum(found.values()) >= 10, found

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.config import Config
 from exporter.exposition import process as self_metrics
 from exporter.exposition.sockets import SocketMetricsCollector
-from exporter.model import SourceError, Table
+from exporter.model.table import SourceError, Table
 from exporter.reload import ExporterState
 from exporter.sources import netlink as netlink_source
 from tests._golden import PROCFS_FIXTURES

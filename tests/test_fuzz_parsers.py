@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import ConfigError, parse_config
-from exporter.model import Table
+from exporter.model.table import Table
 from exporter.owners.scan import parse_comm, scan_owners
 from exporter.sources.procfs import ProcParseError, parse_inet_lines, parse_unix_lines, read_tables
 from tests._fuzz import bounded, decoded, dump, reference

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.model import SocketTable, Table
+from exporter.model.table import SocketTable, Table
 from exporter.sources.listen_wire import decode_listen_dump
 from exporter.sources.netlink_wire import NetlinkDumpError, decode_inet_dump
 from tests.netlink_reference import Detail, decode_detail_with_pyroute2, decode_listeners_with_pyroute2

@@ -21,7 +21,7 @@ from exporter.aggregate.counts import Counts
 from exporter.collection import Collection, Pipeline, SharedCollection
 from exporter.config import Config, PerProcessConfig
 from exporter.exposition.sockets import MAX_LABEL_LENGTH, SocketMetricsCollector
-from exporter.model import Table
+from exporter.model.table import Table
 from exporter.owners.scan import OwnerScan, parse_comm
 from exporter.reload import ExporterState
 from tests._require import require_tool

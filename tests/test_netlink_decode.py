@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.model import SocketTable, Table
+from exporter.model.table import SocketTable, Table
 from exporter.sources.netlink_wire import (
     Chunk,
     NetlinkDumpError,

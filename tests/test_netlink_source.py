@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.config import Config, PerProcessConfig
 from exporter.exposition import process as self_metrics
 from exporter.exposition.sockets import SocketMetricsCollector
-from exporter.model import SourceUnavailable, Table, status_name
+from exporter.model.table import SourceUnavailable, Table, status_name
 from exporter.reload import ExporterState
 from exporter.sources import netlink as netlink_source
 from exporter.sources.netlink import ALL_STATES, diag_request, read_tables
@@ -50,7 +50,7 @@ import json, os, signal, socket, subprocess, sys
 sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
 import tcp_states
 from exporter.sources.netlink import read_tables
-from exporter.model import Table
+from exporter.model.table import Table
 keep, made = [], {}
 for fam, name in ((socket.AF_INET, "TCP4"), (socket.AF_INET6, "TCP6")):
     socks, made[name] = tcp_states.build_tcp_states(fam)

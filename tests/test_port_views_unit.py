@@ -18,7 +18,7 @@ from exporter.aggregate.ephemeral import ephemeral_use, parse_port_range, parse_
 from exporter.aggregate.listeners import DropsCounter, ListenQueues, cap_listeners
 from exporter.aggregate.ports import count_ports
 from exporter.config import ConfigError, parse_config
-from exporter.model import InetColumns, ListenTable, SocketTable, Table, status_name
+from exporter.model.table import InetColumns, ListenTable, SocketTable, Table, status_name
 from exporter.sources.procfs import ProcParseError
 from exporter.sources.procfs_inet import listeners_of, parse_inet_detail_lines
 

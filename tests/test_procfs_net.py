@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.kinds import TABLE_ORDER
-from exporter.model import SourceError, SourceUnavailable, Table, status_name
+from exporter.model.kinds import TABLE_ORDER
+from exporter.model.table import SourceError, SourceUnavailable, Table, status_name
 from exporter.owners.scan import scan_owners
 from exporter.sources.procfs import ProcParseError, parse_inet_lines, parse_unix_lines, read_tables
 from tests._golden import CASES, PROCFS_FIXTURES, assert_golden, render_case

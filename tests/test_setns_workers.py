@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.model import Table
+from exporter.model.table import Table
 from exporter.sources import netlink
 from exporter.sources.setns import Job, NetnsWorkers, thread_netns_inode
 from tests._require import require_netns

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
-from ..kinds import possible_series
-from ..model import SocketTable, Table, status_name
+from ..model.kinds import possible_series
+from ..model.table import SocketTable, Table, status_name
 
 #: A series key: (table, socket type, psutil status).
 SeriesKey = tuple[Table, int, str]

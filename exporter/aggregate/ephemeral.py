@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
-from ..model import SocketTable, Table
+from ..model.table import SocketTable, Table
 from .ports import listening_ports
 
 #: (table, local address, remote address, remote port) -> local ports in use
@@ -88,7 +88,7 @@ def ephemeral_use(tables: Sequence[SocketTable], low: int, high: int, reserved: 
     """Count local ports in the usable range per (local address, remote address, remote port).
 
     >>> from array import array
-    >>> from exporter.model import InetColumns
+    >>> from exporter.model.table import InetColumns
     >>> ports = array("H", [40000, 40001, 80])
     >>> i = InetColumns(ports, array("H", [5432, 5432, 0]), array("I", [0] * 3), array("I", [0] * 3),
     ...                 (array("I", [0x0100007F] * 3),), (array("I", [0x0100007F] * 3),))

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 
-from ..model import ListenTable, Table
+from ..model.table import ListenTable, Table
 
 #: table -> port -> value: ints inside (an Enum in every key would hash in Python, per listener).
 PortValues = dict[Table, dict[int, int]]

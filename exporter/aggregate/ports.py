@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from itertools import compress
 from operator import or_
 
-from ..model import SocketTable, Table, status_name
+from ..model.table import SocketTable, Table, status_name
 
 INBOUND, OUTBOUND, OTHER = "inbound", "outbound", "other"
 LISTEN = 10
@@ -65,7 +65,7 @@ def count_ports(tables: Sequence[SocketTable], always: Iterable[int] = (), max_p
     """Count the TCP tables among ``tables`` by (direction, port, status); see the module docstring.
 
     >>> from array import array
-    >>> from exporter.model import InetColumns
+    >>> from exporter.model.table import InetColumns
     >>> i = InetColumns(array("H", [80, 80, 40000]), array("H", [0, 40000, 80]), array("I", [0, 5, 0]),
     ...                 array("I", [0, 0, 0]), (array("I", [1, 1, 1]),), (array("I", [0, 1, 1]),))
     >>> t = SocketTable(Table.TCP4, 1, b"\\x0a\\x01\\x01", array("I", [1, 2, 3]), i)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 
 from ..collection import Collection
-from ..model import FAMILY_LABEL, TYPE_LABEL
+from ..model.table import FAMILY_LABEL, TYPE_LABEL
 from ..sources.every_netns import RESULTS
 
 IDENTITY_LABELS = ["pod_uid", "pod_namespace", "pod_name", "container_id"]

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from ..aggregate.listeners import PortValues
 from ..aggregate.ports import QueueKey
 from ..collection import Collection
-from ..model import FAMILY_LABEL, Table
+from ..model.table import FAMILY_LABEL, Table
 from ..port_views import ViewsResult
 from .namespaces import IDENTITY_LABELS
 

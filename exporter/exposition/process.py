@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
 
-from ..model import Table
+from ..model.table import Table
 
 NETLINK_DUMP_RETRIES = Counter(
     "socket_netlink_dump_retries",

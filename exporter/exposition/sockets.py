@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from ..aggregate.counts import SeriesKey
 from ..collection import Collection, SharedCollection
-from ..model import FAMILY_LABEL, TYPE_LABEL
+from ..model.table import FAMILY_LABEL, TYPE_LABEL
 from ..reload import ExporterState, ReloadStatus
 from ..sources import netlink
 from ..version import __version__

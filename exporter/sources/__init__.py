@@ -16,7 +16,7 @@ served those tables, so both stages report failure: ``proc`` because it could no
 
 Every table a source hands over is checked for TCP states we cannot name (a newer kernel's): such a
 table fails its source's stage and is left out, like any other table that could not be read, while
-the others are served (:func:`exporter.model.unknown_tcp_state`).
+the others are served (:func:`exporter.model.table.unknown_tcp_state`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import logging
 from collections.abc import Sequence
 
 from ..exposition import process as self_metrics
-from ..model import SocketTable, SourceError, SourceUnavailable, Table, unknown_tcp_state
-from ..stage import Stage, StageTimer
+from ..model.stage import Stage, StageTimer
+from ..model.table import SocketTable, SourceError, SourceUnavailable, Table, unknown_tcp_state
 from . import netlink, procfs
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def checked(read: list[SocketTable]) -> list[SocketTable]:
     >>> from array import array
     >>> checked([SocketTable(Table.TCP4, 1, b"\\x0e", array("I", [7]))])
     Traceback (most recent call last):
-    exporter.model.SourceError: tcp: unknown TCP state 14 (a kernel newer than this exporter?)
+    exporter.model.table.SourceError: tcp: unknown TCP state 14 (a kernel newer than this exporter?)
     """
     for st in read:
         if (state := unknown_tcp_state(st)) is not None:

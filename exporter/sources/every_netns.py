@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..model import SocketTable, SourceError, SourceUnavailable, Table
+from ..model.stage import Stage, StageTimer
+from ..model.table import SocketTable, SourceError, SourceUnavailable, Table
 from ..owners.pod_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
-from ..stage import Stage, StageTimer
 from . import TableReader, procfs, sockstat
 from .namespaces import Namespace, NamespaceDenied, NamespaceGone, alive, discover, open_netns, pid_in
 from .setns import Job, NetnsWorkers, SetnsDenied

@@ -1,4 +1,4 @@
-"""Turn the kept bytes of inet_diag messages into :class:`~exporter.model.InetColumns`, by strided slicing.
+"""Turn the kept bytes of inet_diag messages into :class:`~exporter.model.table.InetColumns`, by strided slicing.
 
 Why a fixed-width record first: the decoder (:mod:`.netlink_wire`) copies bytes 20..80 of every
 message it keeps (``struct inet_diag_sockid`` plus ``idiag_expires``, ``idiag_rqueue``,
@@ -19,7 +19,7 @@ import socket
 import sys
 from array import array
 
-from ..model import InetColumns
+from ..model.table import InetColumns
 
 DETAIL_AT, DETAIL_LEN = 20, 60  # message offset and length of the kept bytes
 DETAIL_WORDS = DETAIL_LEN // 4

@@ -26,7 +26,7 @@ import sys
 from array import array
 from collections.abc import Iterable
 
-from ..model import ListenTable, Table
+from ..model.table import ListenTable, Table
 from .inet_detail import DETAIL_AT, DETAIL_LEN, DETAIL_WORDS
 from .netlink_wire import NLM_F_DUMP_INTR, SOCK_DIAG_BY_FAMILY, Chunk, NetlinkDumpError, _Dump
 

@@ -55,7 +55,7 @@ from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req, unix_diag_req
 
 from ..exposition.process import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
-from ..model import ListenTable, SocketTable, SourceUnavailable, Table
+from ..model.table import ListenTable, SocketTable, SourceUnavailable, Table
 from .listen_wire import INET_DIAG_SKMEMINFO, LISTEN_STATE, decode_listen_dump
 from .netlink_wire import (
     NLM_F_DUMP_INTR,
@@ -231,7 +231,7 @@ def _dump_retrying(table: Table, keep: list[bytes] | None = None, detail: bool =
 def read_tables(tables: Sequence[Table], detail: bool = False) -> list[SocketTable]:
     """Dump ``tables`` in order; UNIX yields three tables (STREAM, DGRAM, SEQPACKET).
 
-    ``detail`` adds the inet tables' ports, queues and addresses (:class:`~exporter.model.InetColumns`).
+    ``detail`` adds the inet tables' ports, queues and addresses (:class:`~exporter.model.table.InetColumns`).
 
     Raises SourceUnavailable when netlink or a table's diag module is missing here, NetlinkDumpError
     (a SourceError) for other kernel errors. An interrupted dump is retried, then published (see the

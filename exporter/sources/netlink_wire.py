@@ -41,7 +41,7 @@ import struct
 from array import array
 from collections.abc import Iterable
 
-from ..model import SocketTable, SourceError, Table
+from ..model.table import SocketTable, SourceError, Table
 from .inet_detail import COLUMN_WORDS, DETAIL_AT, DETAIL_LEN, DETAIL_WORDS, inet_columns
 
 Chunk = bytes | bytearray | memoryview
@@ -224,7 +224,7 @@ class _Dump:
 def decode_inet_dump(chunks: Iterable[Chunk], table: Table, detail: bool = False) -> SocketTable:
     """Decode one TCP or UDP dump (the chunks of successive recv calls, or one recorded blob).
 
-    With ``detail``, the table also gets :class:`~exporter.model.InetColumns` (ports, queues, addresses).
+    With ``detail``, the table also gets :class:`~exporter.model.table.InetColumns` (ports, queues, addresses).
 
     >>> listen = _INET.pack(88, SOCK_DIAG_BY_FAMILY, 2, socket.AF_INET, 10, 8095)  # no rtattrs
     >>> t = decode_inet_dump([listen + _DONE], Table.TCP4)

@@ -39,7 +39,7 @@ import socket
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
-from ..model import KNOWN_TCP_STATES, SocketTable, SourceError, SourceUnavailable, Table
+from ..model.table import KNOWN_TCP_STATES, SocketTable, SourceError, SourceUnavailable, Table
 
 #: /proc/net/unix ``Type`` column (``%04X`` of the socket type) -> index into the returned tables.
 _UNIX_TYPES: dict[bytes, int] = {b"0001": 0, b"0002": 1, b"0005": 2}

@@ -22,14 +22,14 @@ from array import array
 from collections.abc import Iterable
 from itertools import compress
 
-from ..model import InetColumns, ListenTable, SocketTable, Table
+from ..model.table import InetColumns, ListenTable, SocketTable, Table
 from .procfs import ProcParseError, _skip_header, parse_inet_lines
 
 LISTEN = 10
 
 
 def parse_inet_detail_lines(lines: Iterable[bytes], table: Table, *, path: str | None = None) -> SocketTable:
-    """Like :func:`~.procfs.parse_inet_lines`, with :class:`~exporter.model.InetColumns` filled.
+    """Like :func:`~.procfs.parse_inet_lines`, with :class:`~exporter.model.table.InetColumns` filled.
 
     >>> h = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt  uid  timeout inode"
     >>> row = b"   0: 0100007F:1F90 00000000:0000 0A 00000000:00000004 00:00000000 00000000  0  0 42986 1"

@@ -34,7 +34,7 @@ So, without losing a socket:
 
 from __future__ import annotations
 
-from ..model import Table
+from ..model.table import Table
 
 _HASHED = ("TCP", "TCP6", "UDP", "UDP6", "UDPLITE", "UDPLITE6", "RAW", "RAW6")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .model import STATUS_NONE, TCP_STATUSES, Table
+from .table import STATUS_NONE, TCP_STATUSES, Table
 
 KINDS: dict[str, frozenset[Table]] = {
     "all": frozenset(Table),

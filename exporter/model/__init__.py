@@ -1,0 +1,1 @@
+"""The record type every floor above shares: socket tables, kinds, stages, tags."""
