@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from .config import Config
     from .reload import Reloader
+    from .settings.config import Config
     from .web.config import WebConfig
 
 log = logging.getLogger("exporter")
@@ -40,7 +40,7 @@ log = logging.getLogger("exporter")
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from .config import COLLECTORS, NETWORK_NAMESPACES, SOURCES
+    from .settings.config import NETWORK_NAMESPACES, SOURCES, VIEWS
 
     p = argparse.ArgumentParser(prog="socket-exporter", description=(
         "Prometheus exporter for Linux sockets by family, type, status and owning process."))
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limits.max-series", dest="max_series", metavar="N", type=int,
                    help="most samples in one exposition; beyond it the smallest owners, namespaces and ports are "
                    "folded into their other buckets (0: no limit; default 10000)")
-    for name in COLLECTORS:  # node_exporter's spelling: --collector.NAME / --no-collector.NAME
+    for name in VIEWS:  # node_exporter's spelling: --collector.NAME / --no-collector.NAME
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
                        help=f"switch the {name} view on or off (default: {name}.enabled in the config)")
     p.add_argument("--version", action="version", version=f"socket_exporter {__version__}")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given as flags (None = not given), validated. Raises ConfigError."""
-    from .config import COLLECTORS, check_log_level, check_max_series, check_telemetry_path, parse_listen_address
+    from .settings.config import VIEWS, check_log_level, check_max_series, check_telemetry_path, parse_listen_address
 
     if args.listen_address is not None:
         parse_listen_address(args.listen_address)
@@ -92,12 +92,12 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "source": args.source, "procfs": args.procfs, "log_level": level,
             "network_namespaces": args.network_namespaces, "pod_logs": args.pod_logs,
             "max_series": args.max_series,
-            "collectors": {name: getattr(args, f"collector_{name}") for name in COLLECTORS}}
+            "views": {name: getattr(args, f"collector_{name}") for name in VIEWS}}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """The file's config (or the defaults) with the flags on top. Raises ConfigError."""
-    from .config import Config, load_config, with_overrides
+    from .settings.config import Config, load_config, with_overrides
 
     flags = flag_overrides(args)
     config = load_config(args.config) if args.config else Config()
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hold_sighup()  # first: a SIGHUP during the start must not end it (exporter/sighup.py)
     args = build_parser().parse_args(argv)
     logfmt.setup("info")
-    from .config import ConfigError, parse_listen_address
+    from .settings.config import ConfigError, parse_listen_address
     from .web.config import WebConfigError, load_web_config
 
     try:

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from .config import Config, ConfigError, load_config, parse_listen_address
+from .settings.config import Config, ConfigError, load_config, parse_listen_address
 
 ENV = "SOCKET_EXPORTER_HEALTHCHECK_"
 TIMEOUT_S = 4.0  # under the image's HEALTHCHECK --timeout and the probes' timeoutSeconds (5 s)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from .aggregate.ephemeral import EphemeralUse, ephemeral_use, read_range
 from .aggregate.listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
 from .aggregate.ports import PortCounts, count_ports
-from .config import Config
 from .model.stage import Stage, StageTimer
 from .model.table import ListenTable, SocketTable, SourceError, Table
+from .settings.config import Config
 from .sources import netlink
 from .sources.procfs_inet import listeners_of
 

@@ -10,7 +10,7 @@ CPython). A scrape in flight finishes with the state it started with; each state
 single-flight ``SharedCollection``, so a scrape can never join a collection run for another config.
 
 A bad file (syntax error, unknown or duplicate key, wrong type, truncated, deleted, too big, not a
-regular file...) is a ``ConfigError`` from :func:`exporter.config.load_config`: the last good state
+regular file...) is a ``ConfigError`` from :func:`exporter.settings.config.load_config`: the last good state
 keeps serving, one line is logged, and the status says ``successful=False`` with the time of the
 last success unchanged. Command-line flags keep overriding the file after every reload.
 ``web.listen_address`` and ``web.telemetry_path`` are bound when the server starts: a change to them
@@ -24,7 +24,7 @@ restart (scrapers' ``scheme`` must change with it), so a reload that would do it
 
 No reload can wedge the ones after it: the files are read and checked on a thread of their own,
 and a reload waits for that at most ``timeout`` seconds, then fails ("did not finish within").
-What can take that long is not a FIFO or a device (refused at once, exporter/strict_yaml.py) but
+What can take that long is not a FIFO or a device (refused at once, exporter/settings/strict_yaml.py) but
 storage that hangs (a dead NFS or FUSE mount) or a bcrypt hash of a very high cost (the dummy hash
 made for unknown users costs as much). The abandoned read cannot be stopped; it is left to finish
 and its result is dropped. At most MAX_STUCK_READS may hang at once; beyond, reloads fail at once
@@ -44,7 +44,7 @@ from typing import Any
 
 from . import logfmt
 from .collection import Collection, Pipeline, SharedCollection
-from .config import Config, ConfigError, load_config, with_overrides
+from .settings.config import Config, ConfigError, load_config, with_overrides
 from .web.config import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger(__name__)

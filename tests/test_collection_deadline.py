@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 
 from exporter.cli import make_registry
 from exporter.collection import CollectionTimeout, SharedCollection
-from exporter.config import ConfigError, load_config, parse_config
 from exporter.reload import Reloader
+from exporter.settings.config import ConfigError, load_config, parse_config
 from exporter.web.server import ServerLimits
 from tests._http import FIXTURE_PROCFS, Client, new_server, serving
 from tests.exposition import samples

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import Config, ConfigError, load_config, parse_config, with_overrides
+from exporter.settings.config import Config, ConfigError, load_config, parse_config, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = sorted((ROOT / "tests/fixtures/config").glob("*.yml"))

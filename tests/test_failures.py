@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import Config
 from exporter.exposition import process as self_metrics
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.model.table import SourceError, Table
 from exporter.reload import ExporterState
+from exporter.settings.config import Config
 from exporter.sources import netlink as netlink_source
 from tests._golden import PROCFS_FIXTURES
 from tests._require import require_tool, unmet

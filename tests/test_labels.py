@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.aggregate.counts import Counts
 from exporter.collection import Collection, Pipeline, SharedCollection
-from exporter.config import Config, PerProcessConfig
 from exporter.exposition.sockets import MAX_LABEL_LENGTH, SocketMetricsCollector
 from exporter.model.table import Table
 from exporter.owners.scan import OwnerScan, parse_comm
 from exporter.reload import ExporterState
+from exporter.settings.config import Config, PerProcessConfig
 from tests._require import require_tool
 from tests.exposition import run_once, samples
 from tests.netns import Netns

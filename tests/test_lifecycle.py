@@ -99,14 +99,14 @@ def test_sighups_during_the_start_never_end_it(tmp_path: Path, entry: str) -> No
     ``-X importtime`` prints a line when each import completes. For ``python -m exporter`` the line
     for ``exporter.cli`` says the interpreter runs the exporter's own code (its own start, before
     that, is out of any program's reach: see exporter/sighup.py). The ``socket-exporter`` script
-    imports exporter.cli before calling ``main()``, so there the mark is ``exporter.config``,
+    imports exporter.cli before calling ``main()``, so there the mark is ``exporter.settings.config``,
     which main() imports (before this change, exporter.cli imported it, and everything heavy, at
     its top). The web config with a bcrypt user makes the start take a while (its dummy hash), as
     a real start with config, TLS and users does."""
     if entry == "socket-exporter":
         script = Path(sys.executable).parent / "socket-exporter"
         require(script.exists(), f"no socket-exporter script beside {sys.executable} (pip install -e .)")
-        argv, mark = [sys.executable, "-X", "importtime", str(script)], "| exporter.config"
+        argv, mark = [sys.executable, "-X", "importtime", str(script)], "| exporter.settings.config"
     else:
         argv, mark = [sys.executable, "-X", "importtime", "-m", "exporter"], "| exporter.cli"
     web = tmp_path / "web.yml"

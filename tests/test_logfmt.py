@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import exporter.logfmt
-import exporter.strict_yaml
+import exporter.settings.strict_yaml
 from exporter.logfmt import line
 from tests._http import ROOT
 from tests._logfmt import NotLogfmt, parse, records
@@ -27,7 +27,7 @@ LEVELS = {"debug", "info", "warn", "error"}
 
 
 def test_doctests() -> None:
-    for module in (exporter.logfmt, exporter.strict_yaml):
+    for module in (exporter.logfmt, exporter.settings.strict_yaml):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, (module.__name__, result)
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import Config, PerProcessConfig
 from exporter.exposition import process as self_metrics
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.model.table import SourceUnavailable, Table, status_name
 from exporter.reload import ExporterState
+from exporter.settings.config import Config, PerProcessConfig
 from exporter.sources import netlink as netlink_source
 from exporter.sources.netlink import ALL_STATES, diag_request, read_tables
 from exporter.sources.netlink_wire import NetlinkDumpError, NetlinkDumpInterrupted, decode_inet_dump, decode_unix_dump

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from exporter.aggregate.ephemeral import ephemeral_use, parse_port_range, parse_reserved
 from exporter.aggregate.listeners import DropsCounter, ListenQueues, cap_listeners
 from exporter.aggregate.ports import count_ports
-from exporter.config import ConfigError, parse_config
 from exporter.model.table import InetColumns, ListenTable, SocketTable, Table, status_name
+from exporter.settings.config import ConfigError, parse_config
 from exporter.sources.procfs import ProcParseError
 from exporter.sources.procfs_inet import listeners_of, parse_inet_detail_lines
 

@@ -20,8 +20,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from exporter.cli import make_registry
-from exporter.config import Config, load_config
 from exporter.reload import Reloader
+from exporter.settings.config import Config, load_config
 from tests._golden import PROCFS_FIXTURES
 from tests._served import http, running_exporter
 from tests.exposition import samples

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import Config
+from exporter.settings.config import Config
 from tests._nsthread import in_netns
 from tests._require import require, require_netns
 from tests._served import running_exporter

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
 from exporter.reload import Reloader
+from exporter.settings.config import load_config
 from exporter.web.config import load_web_config
 from tests._certs import Pki, make_pki
 from tests._http import Client, basic

@@ -17,7 +17,7 @@ scrape is an exporter that is "up" but serves nobody, or worse, serves plain HTT
 So unknown keys, keys exporter-toolkit has but this exporter does not implement (``cipher_suites``,
 ``http_server_config``...), a ``tls_server_config`` without a certificate (exporter-toolkit would
 silently serve plain HTTP), unreadable or mismatched certificates and keys, and malformed bcrypt hashes
-are all refused with one line naming the file, the key and the value, like exporter/config.py does.
+are all refused with one line naming the file, the key and the value, like exporter/settings/config.py does.
 So is a ``min_version``/``max_version`` the local OpenSSL will not negotiate with this certificate
 (TLS10, TLS11 on OpenSSL 3), found by a handshake in memory (tls_probe.py); and a file that is not
 a regular file (a FIFO, a device), checked without blocking. exporter/reload.py reads the file on
@@ -39,8 +39,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..strict_yaml import YamlRefused, read_capped, read_regular
-from ..strict_yaml import load as load_yaml
+from ..settings.strict_yaml import YamlRefused, read_capped, read_regular
+from ..settings.strict_yaml import load as load_yaml
+from ..settings.validators import check_keys, fail
 from .auth import BasicAuth, bcrypt_available
 from .tls_probe import negotiates
 
@@ -90,17 +91,13 @@ class WebConfig:
                 f"basic auth {f'on ({len(auth.users)} users)' if auth else 'off'}")
 
 
-def _fail(where: str, key: str, message: str) -> WebConfigError:
-    return WebConfigError(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+def _fail(where: str, key: str, message: str) -> Exception:
+    return fail(where, key, message, WebConfigError)
 
 
 def _check_keys(where: str, prefix: str, data: Mapping[Any, Any], allowed: tuple[str, ...]) -> None:
-    for key in data:
-        if key in TOOLKIT_ONLY:
-            raise _fail(where, f"{prefix}{key}", "exporter-toolkit option not supported by socket_exporter; "
-                        f"supported here: {', '.join(allowed)}")
-        if key not in allowed:
-            raise _fail(where, f"{prefix}{key}", f"unknown key; allowed here: {', '.join(allowed)}")
+    check_keys(where, prefix, data, allowed, WebConfigError, TOOLKIT_ONLY,
+               "exporter-toolkit option not supported by socket_exporter")
 
 
 def _string(where: str, key: str, value: Any) -> str:

@@ -37,11 +37,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import Config, PerProcessConfig
 from exporter.exposition.registry import BudgetedRegistry
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.owners.cache import MIN_AGE
 from exporter.reload import ExporterState
+from exporter.settings.config import Config, PerProcessConfig
 from tests.benchmark import ports
 from tests.benchmark.procstat import family_memory, proc_cpu, proc_status, workers_cpu, workers_of
 from tests.benchmark.stir import stirred

@@ -22,11 +22,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import Config, PerProcessConfig
-from exporter.config_views import EphemeralConfig, ListenersConfig, PortsConfig
 from exporter.exposition.registry import BudgetedRegistry
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.reload import ExporterState
+from exporter.settings.config import Config, PerProcessConfig
+from exporter.settings.views import EphemeralConfig, ListenersConfig, PortsConfig
 from tests.benchmark import budget
 
 ROWS = {

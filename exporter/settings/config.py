@@ -23,16 +23,15 @@ arises.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config_views import VIEW_KEYS, EphemeralConfig, ListenersConfig, PortsConfig, parse_views
-from .model.kinds import KINDS
-from .strict_yaml import MAX_SHOWN, YamlRefused, read_capped
+from ..model.kinds import KINDS
+from .strict_yaml import YamlRefused, one_line, read_capped, show
 from .strict_yaml import load as load_yaml
-from .strict_yaml import one_line as _one_line
-from .strict_yaml import show as _show
+from .validators import ConfigError as ConfigError
+from .validators import check_keys, choice, fail, want
+from .views import VIEW_KEYS, EphemeralConfig, ListenersConfig, PortsConfig, parse_views
 
 DEFAULT_PORT = 9731
 MAX_CONFIG_BYTES = 64 * 1024
@@ -46,14 +45,10 @@ RESERVED_PATHS = ("/", "/-/healthy", "/-/reload")
 DEFAULT_COLLECTION_TIMEOUT = 60.0
 NETWORK_NAMESPACES = ("own", "all")
 #: The optional views, each switched by ``<name>.enabled`` and by ``--[no-]collector.<name>``.
-COLLECTORS = ("per_process", "listeners", "ports", "ephemeral")
+VIEWS = ("per_process", "listeners", "ports", "ephemeral")
 #: Sized in README "Series per host": a node with 110 pods, 500 processes and 50 busy ports, every
 #: collector on, stays well under it. Below MIN_MAX_SERIES the families that never fold could not fit.
 DEFAULT_MAX_SERIES, MIN_MAX_SERIES, MAX_MAX_SERIES = 10000, 500, 10_000_000
-
-
-class ConfigError(Exception):
-    """A config that cannot be used. str() is the one line shown to the operator."""
 
 
 @dataclass(frozen=True)
@@ -89,98 +84,70 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
-def _fail(where: str, key: str, message: str) -> ConfigError:
-    return ConfigError(_one_line(f"{where}: {key}: {message}" if key else f"{where}: {message}"))
-
-
-def _key_path(prefix: str, key: Any) -> str:
-    plain = isinstance(key, str) and key.isprintable() and 0 < len(key) <= MAX_SHOWN
-    return f"{prefix}{key if plain else _show(key)}"
-
-
-def _check_keys(where: str, prefix: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    for key in data:
-        if key not in allowed:
-            raise _fail(where, _key_path(prefix, key), f"unknown key; allowed here: {', '.join(allowed)}")
-
-
-def _want(where: str, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    # bool is an int in Python; a YAML `true` is never a valid integer here.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise _fail(where, key, f"got {_show(value)} ({type(value).__name__}); want {what}")
-    return value
-
-
-def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise _fail(where, key, f"got {_show(value)}; allowed: {', '.join(allowed)}")
-    return str(value)
-
-
 def parse_config(text: str, where: str) -> Config:
     """Validate YAML text into a Config. `where` names the file in error messages."""
     try:
         data = load_yaml(text)
     except YamlRefused as exc:
-        raise _fail(where, "", str(exc)) from None
+        raise fail(where, "", str(exc)) from None
     if data is None:
-        raise _fail(where, "", "file is empty; want a mapping with at least `kinds:`")
-    _want(where, "", data, dict, "a mapping at the top level")
-    _check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection",
+        raise fail(where, "", "file is empty; want a mapping with at least `kinds:`")
+    want(where, "", data, dict, "a mapping at the top level")
+    check_keys(where, "", data, ("kinds", "source", "per_process", "web", "path", "log", "collection",
                                  "network_namespaces", "limits", *VIEW_KEYS))
     defaults = Config()
     kinds = data.get("kinds", list(defaults.kinds))
-    _want(where, "kinds", kinds, list, "a list of kinds")
+    want(where, "kinds", kinds, list, "a list of kinds")
     if not kinds:
-        raise _fail(where, "kinds", f"empty list; want one or more of: {', '.join(KINDS)}")
+        raise fail(where, "kinds", f"empty list; want one or more of: {', '.join(KINDS)}")
     for i, kind in enumerate(kinds):
         if not isinstance(kind, str) or kind not in KINDS:  # a list item can be a list: unhashable
-            raise _fail(where, f"kinds[{i}]", f"unknown kind {_show(kind)}; allowed: {', '.join(KINDS)}")
-    source = _choice(where, "source", data.get("source", defaults.source), SOURCES)
-    netns = _choice(where, "network_namespaces", data.get("network_namespaces", defaults.network_namespaces),
+            raise fail(where, f"kinds[{i}]", f"unknown kind {show(kind)}; allowed: {', '.join(KINDS)}")
+    source = choice(where, "source", data.get("source", defaults.source), SOURCES)
+    netns = choice(where, "network_namespaces", data.get("network_namespaces", defaults.network_namespaces),
                     NETWORK_NAMESPACES)
 
-    per_process = _want(where, "per_process", data.get("per_process", {}), dict, "a mapping")
-    _check_keys(where, "per_process.", per_process, ("enabled", "labels", "max_owners"))
+    per_process = want(where, "per_process", data.get("per_process", {}), dict, "a mapping")
+    check_keys(where, "per_process.", per_process, ("enabled", "labels", "max_owners"))
     pp = PerProcessConfig()
-    enabled = _want(where, "per_process.enabled", per_process.get("enabled", pp.enabled), bool, "true or false")
-    labels = _want(where, "per_process.labels", per_process.get("labels", list(pp.labels)), list,
+    enabled = want(where, "per_process.enabled", per_process.get("enabled", pp.enabled), bool, "true or false")
+    labels = want(where, "per_process.labels", per_process.get("labels", list(pp.labels)), list,
                    "a list of pid, process")
     for i, label in enumerate(labels):
-        _choice(where, f"per_process.labels[{i}]", label, OWNER_LABELS)
+        choice(where, f"per_process.labels[{i}]", label, OWNER_LABELS)
     if not labels or len(set(labels)) != len(labels):  # all str now: hashable
-        raise _fail(where, "per_process.labels", f"got {_show(labels)}; want one or both of: pid, process")
-    max_owners = _want(where, "per_process.max_owners", per_process.get("max_owners", pp.max_owners), int,
+        raise fail(where, "per_process.labels", f"got {show(labels)}; want one or both of: pid, process")
+    max_owners = want(where, "per_process.max_owners", per_process.get("max_owners", pp.max_owners), int,
                        "an integer >= 1")
     if max_owners < 1:
-        raise _fail(where, "per_process.max_owners", f"got {max_owners}; want an integer >= 1")
+        raise fail(where, "per_process.max_owners", f"got {max_owners}; want an integer >= 1")
 
-    web = _want(where, "web", data.get("web", {}), dict, "a mapping")
-    _check_keys(where, "web.", web, ("listen_address", "telemetry_path"))
-    listen = _want(where, "web.listen_address", web.get("listen_address", defaults.listen_address), str,
+    web = want(where, "web", data.get("web", {}), dict, "a mapping")
+    check_keys(where, "web.", web, ("listen_address", "telemetry_path"))
+    listen = want(where, "web.listen_address", web.get("listen_address", defaults.listen_address), str,
                    "HOST:PORT")
     parse_listen_address(listen, where, "web.listen_address")
-    path = _want(where, "web.telemetry_path", web.get("telemetry_path", defaults.telemetry_path), str,
+    path = want(where, "web.telemetry_path", web.get("telemetry_path", defaults.telemetry_path), str,
                  "a path starting with /")
     check_telemetry_path(path, where, "web.telemetry_path")
 
-    paths = _want(where, "path", data.get("path", {}), dict, "a mapping")
-    _check_keys(where, "path.", paths, ("procfs", "pod_logs"))
-    procfs = _want(where, "path.procfs", paths.get("procfs", defaults.procfs), str, "a directory path")
-    pod_logs = _want(where, "path.pod_logs", paths.get("pod_logs", defaults.pod_logs), str, "a directory path")
+    paths = want(where, "path", data.get("path", {}), dict, "a mapping")
+    check_keys(where, "path.", paths, ("procfs", "pod_logs"))
+    procfs = want(where, "path.procfs", paths.get("procfs", defaults.procfs), str, "a directory path")
+    pod_logs = want(where, "path.pod_logs", paths.get("pod_logs", defaults.pod_logs), str, "a directory path")
 
-    log = _want(where, "log", data.get("log", {}), dict, "a mapping")
-    _check_keys(where, "log.", log, ("level",))
+    log = want(where, "log", data.get("log", {}), dict, "a mapping")
+    check_keys(where, "log.", log, ("level",))
     level = check_log_level(log.get("level", defaults.log_level), where, "log.level")
 
-    collection = _want(where, "collection", data.get("collection", {}), dict, "a mapping")
-    _check_keys(where, "collection.", collection, ("timeout",))
-    timeout = _want(where, "collection.timeout", collection.get("timeout", defaults.collection_timeout),
+    collection = want(where, "collection", data.get("collection", {}), dict, "a mapping")
+    check_keys(where, "collection.", collection, ("timeout",))
+    timeout = want(where, "collection.timeout", collection.get("timeout", defaults.collection_timeout),
                     (int, float), "a number of seconds > 0")
     if isinstance(timeout, bool) or not 0 < timeout < 86400:  # also refuses .nan and .inf
-        raise _fail(where, "collection.timeout", f"got {_show(timeout)}; want a number of seconds > 0 and < 86400")
-    limits = _want(where, "limits", data.get("limits", {}), dict, "a mapping")
-    _check_keys(where, "limits.", limits, ("max_series",))
+        raise fail(where, "collection.timeout", f"got {show(timeout)}; want a number of seconds > 0 and < 86400")
+    limits = want(where, "limits", data.get("limits", {}), dict, "a mapping")
+    check_keys(where, "limits.", limits, ("max_series",))
     max_series = check_max_series(limits.get("max_series", DEFAULT_MAX_SERIES), where, "limits.max_series")
     return Config(kinds=tuple(kinds), source=source,
                   per_process=PerProcessConfig(enabled=enabled, labels=tuple(labels), max_owners=max_owners),
@@ -199,29 +166,29 @@ def check_telemetry_path(value: str, where: str = "--web.telemetry-path", key: s
     """
     if (not value.startswith("/") or value in RESERVED_PATHS or not value.isprintable()
             or any(c in value for c in " ?#")):
-        raise _fail(where, key, f"got {_show(value)}; want a path starting with / without spaces, ? or # "
+        raise fail(where, key, f"got {show(value)}; want a path starting with / without spaces, ? or # "
                     f"(not {', '.join(RESERVED_PATHS)})")
     return value
 
 
 def check_max_series(value: Any, where: str = "--limits.max-series", key: str = "") -> int:
     """The one check for the series budget, from the flag or the file: 0 (no limit) or a usable ceiling."""
-    want = f"0 (no limit) or an integer {MIN_MAX_SERIES}..{MAX_MAX_SERIES}"
-    _want(where, key, value, int, want)
+    wanted = f"0 (no limit) or an integer {MIN_MAX_SERIES}..{MAX_MAX_SERIES}"
+    want(where, key, value, int, wanted)
     if value != 0 and not MIN_MAX_SERIES <= value <= MAX_MAX_SERIES:
-        raise _fail(where, key, f"got {value}; want {want}")
+        raise fail(where, key, f"got {value}; want {wanted}")
     return int(value)
 
 
 def check_log_level(value: Any, where: str = "--log.level", key: str = "") -> str:
     """The one check for the log level, from the flag or the file; returns Prometheus' spelling."""
     value = LOG_LEVEL_ALIASES.get(value, value) if isinstance(value, str) else value
-    return _choice(where, key, value, LOG_LEVELS)
+    return choice(where, key, value, LOG_LEVELS)
 
 
 def load_config(path: str) -> Config:
     """Read and validate a config file; every failure is a one-line ConfigError naming the file."""
-    where = _one_line(path)
+    where = one_line(path)
     try:
         raw, text = read_capped(path, MAX_CONFIG_BYTES)
     except YamlRefused as exc:
@@ -239,19 +206,19 @@ def parse_listen_address(value: str, where: str = "--web.listen-address", key: s
     # isascii(): str.isdigit() is also true for "²", which int() refuses; <= 5 digits: int() refuses 5000
     digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
     if not sep or not digits or not 0 <= int(port_text) <= 65535:
-        raise _fail(where, key,
-                    f"got {_show(value)}; want HOST:PORT such as :{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT}")
+        raise fail(where, key,
+                    f"got {show(value)}; want HOST:PORT such as :{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT}")
     return host.strip("[]"), int(port_text)
 
 
 def with_overrides(config: Config, **flags: Any) -> Config:
     """Apply command-line flags (None means 'not given') on top of the file: flags win.
 
-    ``collectors`` maps a name of COLLECTORS to its ``--[no-]collector.<name>`` (None: not given);
+    ``views`` maps a name of VIEWS to its ``--[no-]collector.<name>`` (None: not given);
     ``max_series`` is ``--limits.max-series``.
     """
     given = {k: v for k, v in flags.items() if v is not None}
-    for name, enabled in given.pop("collectors", {}).items():
+    for name, enabled in given.pop("views", {}).items():
         if enabled is not None:
             given[name] = dataclasses.replace(getattr(config, name), enabled=enabled)
     if "max_series" in given:

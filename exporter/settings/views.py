@@ -8,7 +8,7 @@ port; an upgrade should not change a running fleet's cost or series count by its
     ports: {enabled: true, always: [443, 5432], max_ports: 20}
     ephemeral: {enabled: true, top: 5}
 
-Kept apart from :mod:`exporter.config` so that file only gains three fields and one call.
+Kept apart from :mod:`.config` so that file only gains three fields and one call.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from .validators import check_keys, fail, want
 
 VIEW_KEYS = ("listeners", "ports", "ephemeral")
 MAX_ALWAYS = 100
@@ -41,39 +43,33 @@ class EphemeralConfig:
 
 
 def _int_at_least(where: str, key: str, value: Any, low: int, high: int | None = None) -> int:
-    from .config import _fail, _want
-
-    want = f"an integer {low}..{high}" if high is not None else f"an integer >= {low}"
-    _want(where, key, value, int, want)
+    wanted = f"an integer {low}..{high}" if high is not None else f"an integer >= {low}"
+    want(where, key, value, int, wanted)
     if value < low or (high is not None and value > high):
-        raise _fail(where, key, f"got {value}; want {want}")
+        raise fail(where, key, f"got {value}; want {wanted}")
     return int(value)
 
 
 def _enabled(where: str, key: str, section: Mapping[str, Any], default: bool) -> bool:
-    from .config import _want
-
-    return bool(_want(where, f"{key}.enabled", section.get("enabled", default), bool, "true or false"))
+    return bool(want(where, f"{key}.enabled", section.get("enabled", default), bool, "true or false"))
 
 
 def parse_views(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """The three sections of the top-level mapping ``data``, as Config keyword arguments."""
-    from .config import _check_keys, _fail, _want
-
     sections = {}
     for key in VIEW_KEYS:
-        sections[key] = _want(where, key, data.get(key, {}), dict, "a mapping")
+        sections[key] = want(where, key, data.get(key, {}), dict, "a mapping")
     lst, prt, eph = sections["listeners"], sections["ports"], sections["ephemeral"]
-    _check_keys(where, "listeners.", lst, ("enabled", "max_ports"))
-    _check_keys(where, "ports.", prt, ("enabled", "always", "max_ports"))
-    _check_keys(where, "ephemeral.", eph, ("enabled", "top"))
+    check_keys(where, "listeners.", lst, ("enabled", "max_ports"))
+    check_keys(where, "ports.", prt, ("enabled", "always", "max_ports"))
+    check_keys(where, "ephemeral.", eph, ("enabled", "top"))
     ld, pd, ed = ListenersConfig(), PortsConfig(), EphemeralConfig()
-    always = _want(where, "ports.always", prt.get("always", list(pd.always)), list, "a list of port numbers")
+    always = want(where, "ports.always", prt.get("always", list(pd.always)), list, "a list of port numbers")
     if len(always) > MAX_ALWAYS:
-        raise _fail(where, "ports.always", f"{len(always)} ports; want at most {MAX_ALWAYS}")
+        raise fail(where, "ports.always", f"{len(always)} ports; want at most {MAX_ALWAYS}")
     ports = tuple(_int_at_least(where, f"ports.always[{i}]", p, 1, 65535) for i, p in enumerate(always))
     if len(set(ports)) != len(ports):
-        raise _fail(where, "ports.always", f"port {next(p for p in ports if ports.count(p) > 1)} listed twice")
+        raise fail(where, "ports.always", f"port {next(p for p in ports if ports.count(p) > 1)} listed twice")
     return {
         "listeners": ListenersConfig(enabled=_enabled(where, "listeners", lst, ld.enabled),
                                      max_ports=_int_at_least(where, "listeners.max_ports",
