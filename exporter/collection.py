@@ -40,15 +40,15 @@ from .aggregate.counts import Counts, count_by_owner, count_totals
 from .model.kinds import tables_for
 from .model.stage import Stage, StageTimer
 from .model.table import Table
+from .netns.discover import own_inode
+from .netns.read import EveryNamespace, NamespaceRead, merge
 from .owners import scan as owners
 from .owners.cache import OwnerCache
 from .owners.pool import shared_pool
 from .owners.procfs_check import owner_scan_blocked
 from .port_views import NamespaceViews, Views, ViewsResult, merge_stages, wants_detail
 from .settings.config import DEFAULT_COLLECTION_TIMEOUT, Config
-from .sources import TableReader
-from .sources.every_netns import EveryNamespace, NamespaceRead, merge
-from .sources.namespaces import own_inode
+from .sources.select import TableReader
 
 log = logging.getLogger(__name__)
 

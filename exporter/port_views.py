@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .aggregate.ephemeral import EphemeralUse, ephemeral_use, read_range
+from .aggregate.ephemeral import EphemeralUse, ephemeral_use
 from .aggregate.listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
 from .aggregate.ports import PortCounts, count_ports
 from .model.stage import Stage, StageTimer
@@ -27,6 +27,7 @@ from .model.table import ListenTable, SocketTable, SourceError, Table
 from .settings.config import Config
 from .sources import netlink
 from .sources.procfs_inet import listeners_of
+from .sources.sysctl import read_range
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT, DROPS = "socket_listen_queue_limit", "socket_listen_drops_total"
@@ -129,7 +130,7 @@ class Views:
 class NamespaceViews:
     """``network_namespaces: all``: one :class:`Views` per other namespace, scoped by its inode.
 
-    Called on the setns worker thread inside the namespace (exporter/sources/every_netns.py), so the
+    Called on the setns worker thread inside the namespace (exporter/netns/read.py), so the
     listener dump and the ephemeral sysctls are that namespace's own. Each namespace's stages are
     returned apart, merged into the scrape's by :func:`merge_stages`. A namespace no longer live is
     forgotten, its drop totals too (the scope is its inode: a reused inode must not inherit them).

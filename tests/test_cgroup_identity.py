@@ -11,8 +11,8 @@ import doctest
 
 import pytest
 
-from exporter.owners import pod_identity as cgroup_identity
-from exporter.owners.pod_identity import Identity, parse_cgroup, parse_pod_log_dirs
+from exporter.netns import identity as cgroup_identity
+from exporter.netns.identity import Identity, parse_cgroup, parse_pod_log_dirs
 
 UID = "3e3b7a4c-1d6f-4f3a-8f3e-2b5a6c7d8e9f"
 UID_ = UID.replace("-", "_")

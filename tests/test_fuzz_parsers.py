@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from exporter.model.table import Table
 from exporter.owners.scan import parse_comm, scan_owners
 from exporter.settings.config import ConfigError, parse_config
-from exporter.sources.procfs import ProcParseError, parse_inet_lines, parse_unix_lines, read_tables
+from exporter.sources.procfs import parse_unix_lines, read_tables
+from exporter.sources.procfs_lines import ProcParseError, parse_inet_lines
 from tests._fuzz import bounded, decoded, dump, reference
 from tests.test_procfs_net import TCP_HEADER, TCP_ROW, UNIX_HEADER, UNIX_ROW
 

@@ -1,4 +1,4 @@
-"""Namespace discovery (exporter/sources/namespaces.py): processes' namespaces and named ones, and
+"""Namespace discovery (exporter/netns/discover.py): processes' namespaces and named ones, and
 never a file in /run/netns that is not (yet, or any more) a namespace: ``ip netns add`` first creates
 an empty file there and then mounts the namespace onto it, so a scrape can meet the empty file."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.sources.namespaces import discover, own_inode
+from exporter.netns.discover import discover, own_inode
 from tests._require import require_netns
 from tests.every_netns import netns_inode
 from tests.netns import Netns

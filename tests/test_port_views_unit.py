@@ -14,13 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.aggregate.ephemeral import ephemeral_use, parse_port_range, parse_reserved
+from exporter.aggregate.ephemeral import ephemeral_use
 from exporter.aggregate.listeners import DropsCounter, ListenQueues, cap_listeners
 from exporter.aggregate.ports import count_ports
 from exporter.model.table import InetColumns, ListenTable, SocketTable, Table, status_name
 from exporter.settings.config import ConfigError, parse_config
-from exporter.sources.procfs import ProcParseError
 from exporter.sources.procfs_inet import listeners_of, parse_inet_detail_lines
+from exporter.sources.procfs_lines import ProcParseError
+from exporter.sources.sysctl import parse_port_range, parse_reserved
 
 Row = tuple[int, int, int, int, int, int]  # state, sport, dport, rqueue, wqueue, remote address word
 rows_st = st.lists(st.tuples(st.sampled_from([1, 2, 3, 6, 8, 10, 12, 13]), st.integers(0, 12), st.integers(0, 12),

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from exporter.model.kinds import TABLE_ORDER
 from exporter.model.table import SourceError, SourceUnavailable, Table, status_name
 from exporter.owners.scan import scan_owners
-from exporter.sources.procfs import ProcParseError, parse_inet_lines, parse_unix_lines, read_tables
+from exporter.sources.procfs import parse_unix_lines, read_tables
+from exporter.sources.procfs_lines import ProcParseError, parse_inet_lines
 from tests._golden import CASES, PROCFS_FIXTURES, assert_golden, render_case
 from tests._require import require_module
 

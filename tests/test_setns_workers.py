@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.model.table import Table
+from exporter.netns.setns import Job, NetnsWorkers, thread_netns_inode
 from exporter.sources import netlink
-from exporter.sources.setns import Job, NetnsWorkers, thread_netns_inode
 from tests._require import require_netns
 from tests.every_netns import listening_in_root
 from tests.netns import Netns

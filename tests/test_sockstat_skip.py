@@ -1,4 +1,4 @@
-"""Skipping tables that sockstat proves empty never loses a socket (exporter/sources/sockstat.py).
+"""Skipping tables that sockstat proves empty never loses a socket (exporter/netns/sockstat.py).
 
 Two namespaces read by the real exporter in ``all`` mode: one holding only IPv4 TCP sockets (its
 TCP6, UDP and UDP6 tables are skipped, and it still equals ``ss``), and one that also holds a single
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.sources import sockstat
+from exporter.netns import sockstat
 from tests import reference
 from tests._require import require_netns
 from tests.every_netns import exporter_all, gauge, netns_inode, per_namespace

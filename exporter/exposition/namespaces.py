@@ -2,7 +2,7 @@
 
 ``socket_namespace_connections{netns, family, type, status, pod_uid, pod_namespace, pod_name,
 container_id}``: ``netns`` is the namespace's inode in decimal, the rest name who lives there
-(exporter/owners/pod_identity.py; empty for the exporter's own namespace, the host's on a node). Only
+(exporter/netns/identity.py; empty for the exporter's own namespace, the host's on a node). Only
 non-zero series are exported: a node with 100 pods would otherwise carry ~2,700 zero series. Per
 (family, type, status) the namespaces sum exactly to ``socket_connections``.
 
@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from ..collection import Collection
 from ..model.table import FAMILY_LABEL, TYPE_LABEL
-from ..sources.every_netns import RESULTS
+from ..netns.read import RESULTS
 
 IDENTITY_LABELS = ["pod_uid", "pod_namespace", "pod_name", "container_id"]
 NAMESPACE_LABELS = ["netns", "family", "type", "status", *IDENTITY_LABELS]

@@ -29,35 +29,12 @@ exporter never dumps over netlink and shows the two families without samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
-from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
+from ..sources.netlink import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
 
-from ..model.table import Table
-
-NETLINK_DUMP_RETRIES = Counter(
-    "socket_netlink_dump_retries",
-    "sock_diag dumps retried because the kernel flagged them interrupted (NLM_F_DUMP_INTR: the table "
-    "changed mid-dump).", ["table"], registry=None)
-NETLINK_DUMP_INTERRUPTED = Counter(
-    "socket_netlink_dump_interrupted",
-    "sock_diag dumps still interrupted after every retry and published anyway: that table's counts may "
-    "be off by the sockets that changed mid-dump.", ["table"], registry=None)
 #: This process, from its own /proc (module docstring); one instance, registered on every registry.
 PROCESS = ProcessCollector(registry=None)
-
-
-def expose_tables(tables: Iterable[Table]) -> None:
-    """Export the netlink counters of ``tables`` from now on, at zero until something happens.
-
-    >>> expose_tables([Table.UDP6])
-    >>> registry = register(CollectorRegistry())
-    >>> registry.get_sample_value("socket_netlink_dump_retries_total", {"table": "udp6"}) is not None
-    True
-    """
-    for table in tables:
-        NETLINK_DUMP_RETRIES.labels(table.value)
-        NETLINK_DUMP_INTERRUPTED.labels(table.value)
 
 
 def register(registry: CollectorRegistry) -> CollectorRegistry:

@@ -21,7 +21,7 @@ queued, and concurrent scrapes would interleave. Opening one costs microseconds.
 
 Interrupted dumps (``NLM_F_DUMP_INTR``: the table changed while the kernel walked it) are retried
 INTERRUPTED_RETRIES times. If the last attempt is interrupted too, its result is published anyway
-and counted (``socket_netlink_dump_interrupted_total``, a Counter in exporter/exposition/process.py):
+and counted (``socket_netlink_dump_interrupted_total``, a Counter declared here, exposed by exposition/health.py):
 on a host whose socket table never holds still, a count that may be off by the few sockets that
 moved mid-dump is worth more than a failed scrape every time, and the counter says it happened.
 
@@ -48,13 +48,13 @@ import functools
 import logging
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyroute2
+from prometheus_client import Counter
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_req, unix_diag_req
 
-from ..exposition.process import NETLINK_DUMP_INTERRUPTED, NETLINK_DUMP_RETRIES
 from ..model.table import ListenTable, SocketTable, SourceUnavailable, Table
 from .listen_wire import INET_DIAG_SKMEMINFO, LISTEN_STATE, decode_listen_dump
 from .netlink_wire import (
@@ -80,6 +80,31 @@ INTERRUPTED_RETRIES = 3
 _REFUSED = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EACCES, errno.EPERM}
 _NO_DIAG_MODULE = {errno.ENOENT, errno.EOPNOTSUPP}
 _PROTOCOL: dict[int, int] = {socket.SOCK_STREAM: socket.IPPROTO_TCP, socket.SOCK_DGRAM: socket.IPPROTO_UDP}
+
+
+NETLINK_DUMP_RETRIES = Counter(
+    "socket_netlink_dump_retries",
+    "sock_diag dumps retried because the kernel flagged them interrupted (NLM_F_DUMP_INTR: the table "
+    "changed mid-dump).", ["table"], registry=None)
+NETLINK_DUMP_INTERRUPTED = Counter(
+    "socket_netlink_dump_interrupted",
+    "sock_diag dumps still interrupted after every retry and published anyway: that table's counts may "
+    "be off by the sockets that changed mid-dump.", ["table"], registry=None)
+
+
+def expose_tables(tables: Iterable[Table]) -> None:
+    """Export the netlink counters of ``tables`` from now on, at zero until something happens.
+
+    >>> expose_tables([Table.UDP6])
+    >>> from prometheus_client import CollectorRegistry
+    >>> registry = CollectorRegistry()
+    >>> registry.register(NETLINK_DUMP_RETRIES)
+    >>> registry.get_sample_value("socket_netlink_dump_retries_total", {"table": "udp6"}) is not None
+    True
+    """
+    for table in tables:
+        NETLINK_DUMP_RETRIES.labels(table.value)
+        NETLINK_DUMP_INTERRUPTED.labels(table.value)
 
 
 @functools.cache

@@ -37,66 +37,15 @@ from __future__ import annotations
 
 import socket
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
-from ..model.table import KNOWN_TCP_STATES, SocketTable, SourceError, SourceUnavailable, Table
+from ..model.table import SocketTable, SourceError, SourceUnavailable, Table
+from .procfs_inet import parse_inet_detail_lines
+from .procfs_lines import ProcParseError, parse_inet_lines, skip_header
 
 #: /proc/net/unix ``Type`` column (``%04X`` of the socket type) -> index into the returned tables.
 _UNIX_TYPES: dict[bytes, int] = {b"0001": 0, b"0002": 1, b"0005": 2}
 _UNIX_SOCK_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)
-
-
-class ProcParseError(SourceError):
-    """A /proc/net line that is not in the kernel's format. Never skipped: counts would be wrong."""
-
-    def __init__(self, path: str, lineno: int, line: bytes, reason: str) -> None:
-        self.path, self.lineno, self.line, self.reason = path, lineno, line, reason
-        super().__init__(f"{path} line {lineno}: {reason}: {line[:200]!r}")
-
-
-def _skip_header(lines: Iterable[bytes], first_word: bytes, path: str) -> Iterator[bytes]:
-    """Check the header so that feeding the wrong file fails loudly, then yield the data lines."""
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
-        raise ProcParseError(path, 1, b"", "empty file, expected a header")
-    if header.split(None, 1)[:1] != [first_word]:
-        raise ProcParseError(path, 1, header, f"header does not start with {first_word.decode()!r}")
-    return it
-
-
-def parse_inet_lines(lines: Iterable[bytes], table: Table, *, path: str | None = None) -> SocketTable:
-    """Parse the lines of ``/proc/net/{tcp,tcp6,udp,udp6}`` (header included) into one table.
-
-    ``path`` only names the file in errors (default ``/proc/net/<table.value>``).
-
-    >>> h = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt  uid  timeout inode"
-    >>> row = b"   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0  0 42986 1"
-    >>> t = parse_inet_lines([h, row], Table.TCP4)
-    >>> list(t.states), list(t.inodes)
-    ([10], [42986])
-    """
-    if table is Table.UNIX:
-        raise ValueError("parse_inet_lines cannot parse /proc/net/unix: use parse_unix_lines")
-    src = path or f"/proc/net/{table.value}"
-    states = bytearray()
-    inodes: array[int] = array("I")
-    put_state, put_inode = states.append, inodes.append
-    line = b""
-    try:
-        for line in _skip_header(lines, b"sl", src):
-            fields = line.split(None, 10)  # st is field 3, inode field 9; the rest stays unsplit
-            put_inode(int(fields[9]))
-            put_state(int(fields[3], 16))
-    except (IndexError, ValueError, OverflowError) as exc:
-        # Each good line appended one entry to both columns, so the bad line's number is free.
-        lineno = min(len(states), len(inodes)) + 2
-        reason = "too few fields" if isinstance(exc, IndexError) else f"bad st or inode ({exc})"
-        raise ProcParseError(src, lineno, line, reason) from None
-    if table.has_tcp_states and states.translate(None, KNOWN_TCP_STATES):  # a state we cannot name
-        i = next(i for i, st in enumerate(states) if st not in KNOWN_TCP_STATES)
-        raise ProcParseError(src, i + 2, b"", f"unknown TCP state {states[i]:#04x}")
-    return SocketTable(table, table.sock_types[0], bytes(states), inodes)
 
 
 def parse_unix_lines(lines: Iterable[bytes], *, path: str = "/proc/net/unix") -> list[SocketTable]:
@@ -119,7 +68,7 @@ def parse_unix_lines(lines: Iterable[bytes], *, path: str = "/proc/net/unix") ->
     types = _UNIX_TYPES
     in_path = False  # the previous entry had a path, so an unparsable line may be its continuation
     lineno = 1
-    for line in _skip_header(lines, b"Num", path):
+    for line in skip_header(lines, b"Num", path):
         lineno += 1
         fields = line.split(None, 7)  # Num RefCount Protocol Flags Type St Inode [Path with spaces]
         try:
@@ -170,8 +119,6 @@ def read_tables(procfs: str, tables: Sequence[Table], detail: bool = False) -> l
         if table is Table.UNIX:
             out.extend(parse_unix_lines(lines, path=path))
         elif detail:
-            from .procfs_inet import parse_inet_detail_lines  # imports this module: not at the top
-
             out.append(parse_inet_detail_lines(lines, table, path=path))
         else:
             out.append(parse_inet_lines(lines, table, path=path))

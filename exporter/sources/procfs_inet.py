@@ -23,13 +23,13 @@ from collections.abc import Iterable
 from itertools import compress
 
 from ..model.table import InetColumns, ListenTable, SocketTable, Table
-from .procfs import ProcParseError, _skip_header, parse_inet_lines
+from .procfs_lines import ProcParseError, parse_inet_lines, skip_header
 
 LISTEN = 10
 
 
 def parse_inet_detail_lines(lines: Iterable[bytes], table: Table, *, path: str | None = None) -> SocketTable:
-    """Like :func:`~.procfs.parse_inet_lines`, with :class:`~exporter.model.table.InetColumns` filled.
+    """Like :func:`~.procfs_lines.parse_inet_lines`, with :class:`~exporter.model.table.InetColumns` filled.
 
     >>> h = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt  uid  timeout inode"
     >>> row = b"   0: 0100007F:1F90 00000000:0000 0A 00000000:00000004 00:00000000 00000000  0  0 42986 1"
@@ -45,7 +45,7 @@ def parse_inet_detail_lines(lines: Iterable[bytes], table: Table, *, path: str |
     srcw: list[array[int]] = [array("I") for _ in range(width)]
     dstw: list[array[int]] = [array("I") for _ in range(width)]
     lineno = 1
-    for line in _skip_header(lines, b"sl", src):
+    for line in skip_header(lines, b"sl", src):
         lineno += 1
         try:
             local, remote, _st, queues = line.split(None, 5)[1:5]

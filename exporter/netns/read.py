@@ -4,7 +4,7 @@ Per namespace found by :mod:`.namespaces` (the exporter's own is read by the cal
 mode), in this order of preference:
 
 1. ``netlink``: a :mod:`.setns` worker thread enters the namespace and runs the usual
-   :class:`~exporter.sources.TableReader` there (so ``source: auto`` still falls back per table to
+   :class:`~exporter.sources.select.TableReader` there (so ``source: auto`` still falls back per table to
    ``/proc/PID/net/*`` of a process inside when sock_diag is refused), then returns home;
 2. ``proc``: when ``setns`` is refused (no CAP_SYS_ADMIN) or with ``source: proc``,
    ``/proc/PID/net/{tcp,...}`` of a process inside, which shows that process's namespace and needs
@@ -15,11 +15,11 @@ mode), in this order of preference:
    the node's totals then miss its sockets; ``failed``: a read error inside it, the same.
 
 Before dumping, a reader reads the namespace's O(1) ``sockstat`` counters and skips the tables they
-prove empty (exporter/sources/sockstat.py): every TCP dump walks the host-wide hash, so a skipped one
+prove empty (exporter/netns/sockstat.py): every TCP dump walks the host-wide hash, so a skipped one
 saves as much as the whole host holds.
 
 Why read identity here: the namespace's lowest pid is at hand, and its ``/proc/PID/cgroup`` names
-the pod or container (exporter/owners/pod_identity.py). A non-empty one is cached per (namespace, pid):
+the pod or container (exporter/netns/identity.py). A non-empty one is cached per (namespace, pid):
 a process does not change pods (an empty one is read again: the runtime may not have moved it yet).
 """
 
@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING
 
 from ..model.stage import Stage, StageTimer
 from ..model.table import SocketTable, SourceError, SourceUnavailable, Table
-from ..owners.pod_identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
-from . import TableReader, procfs, sockstat
-from .namespaces import Namespace, NamespaceDenied, NamespaceGone, alive, discover, open_netns, pid_in
+from ..sources import procfs
+from ..sources.select import TableReader
+from . import sockstat
+from .discover import Namespace, NamespaceDenied, NamespaceGone, alive, discover, open_netns, pid_in
+from .identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
 from .setns import Job, NetnsWorkers, SetnsDenied
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""Network namespaces: find them, enter them, skip the empty tables, name their pods, read each one's tables."""
