@@ -28,9 +28,6 @@ from .version import __version__
 if TYPE_CHECKING:
     import argparse
 
-    from prometheus_client import CollectorRegistry
-
-    from .reload import Reloader
     from .settings.config import Config
     from .web.config import WebConfig
 
@@ -104,18 +101,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return with_overrides(config, **flags)
 
 
-def make_registry(reloader: Reloader) -> CollectorRegistry:
-    """The scrape registry: one collector reading the reloader's current state once per scrape, and the
-    process-wide self-metrics (exporter/exposition/process.py)."""
-    from .exposition import process as self_metrics
-    from .exposition.registry import BudgetedRegistry
-    from .exposition.sockets import SocketMetricsCollector
-
-    registry = BudgetedRegistry(lambda: reloader.state.config.limits.max_series)
-    registry.register(SocketMetricsCollector(lambda: reloader.state))
-    return self_metrics.register(registry)  # process_* and the netlink counters
-
-
 def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
     line = f"socket-exporter: {args.config or 'built-in defaults'}: config OK"
     if web_config is not None:
@@ -127,18 +112,11 @@ def config_check(args: argparse.Namespace, web_config: WebConfig | None) -> int:
 def once(config: Config) -> int:
     from prometheus_client import generate_latest
 
-    from .collection import Pipeline, SharedCollection
-    from .exposition import process as self_metrics
-    from .exposition.registry import BudgetedRegistry
-    from .exposition.sockets import SocketMetricsCollector
-    from .reload import ExporterState
+    from .exposition.registry import FixedState, build_registry
+    from .pipeline.state import ExporterState
 
-    pipeline = Pipeline(config)
-    collection = pipeline.collect()
-    state = ExporterState(config, pipeline, SharedCollection(lambda: collection))  # no reload status
-    registry = BudgetedRegistry(lambda: config.limits.max_series)
-    registry.register(SocketMetricsCollector(lambda: state))
-    sys.stdout.write(generate_latest(self_metrics.register(registry)).decode())
+    state, collection = ExporterState.once(config)  # no reload status
+    sys.stdout.write(generate_latest(build_registry(FixedState(state))).decode())
     return 0 if collection.source_of else 1
 
 
@@ -161,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.once:
         return once(config)
 
+    from .exposition.registry import build_registry
     from .reload import Reloader, reload_on_sighup
     from .web.server import ExporterHTTPServer
 
@@ -169,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         web_config=web_config)
     on_reload = (lambda: reloader.reload("POST /-/reload")) if args.enable_lifecycle else None
     try:
-        server = ExporterHTTPServer((host, port), make_registry(reloader), config.telemetry_path,
+        server = ExporterHTTPServer((host, port), build_registry(reloader), config.telemetry_path,
                                     web_config=web_config, on_reload=on_reload)
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen_address, exc)

@@ -1,13 +1,7 @@
-"""Config reload (SIGHUP, ``POST /-/reload``): one immutable state, swapped whole.
+"""Config reload (SIGHUP, ``POST /-/reload``): one immutable state (exporter/pipeline/state.py), swapped whole.
 
-Why one object: a scrape reads the config (which kinds, which owner labels), runs a collection and
-reports the reload status. If those came from separate, separately updated attributes, a scrape
-running across a reload could report kinds from one config with owner labels from the other. So
-everything a scrape needs is one frozen :class:`ExporterState` (config + its ``collection.Pipeline`` +
-its ``SharedCollection`` + the reload status); the registry's collector takes ONE reference to it at
-the start of ``collect()``, and a reload builds a new state and rebinds one attribute (atomic in
-CPython). A scrape in flight finishes with the state it started with; each state has its own
-single-flight ``SharedCollection``, so a scrape can never join a collection run for another config.
+A scrape in flight finishes with the state it started with; a reload builds a new
+:class:`~exporter.pipeline.state.ExporterState` and rebinds one attribute.
 
 A bad file (syntax error, unknown or duplicate key, wrong type, truncated, deleted, too big, not a
 regular file...) is a ``ConfigError`` from :func:`exporter.settings.config.load_config`: the last good state
@@ -39,11 +33,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from . import logfmt
-from .collection import Collection, Pipeline, SharedCollection
+from .pipeline.state import ExporterState, ReloadStatus
 from .settings.config import Config, ConfigError, load_config, with_overrides
 from .web.config import WebConfig, WebConfigError, load_web_config
 
@@ -54,31 +47,6 @@ RESTART_ONLY = ("listen_address", "telemetry_path")
 #: Seconds a reload may spend reading and checking its files (module docstring).
 RELOAD_TIMEOUT = 10.0
 MAX_STUCK_READS = 4
-
-
-@dataclass(frozen=True)
-class ReloadStatus:
-    successful: bool
-    last_success: float  # unix time of the last successful (re)load
-
-
-@dataclass(frozen=True)
-class ExporterState:
-    """Everything one scrape uses. ``reload`` is None when nothing can reload (``--once``)."""
-
-    config: Config
-    pipeline: Pipeline
-    shared: SharedCollection
-    reload: ReloadStatus | None = None
-
-    @classmethod
-    def build(cls, config: Config, reload: ReloadStatus | None = None) -> ExporterState:
-        pipeline = Pipeline(config)
-        return cls(config, pipeline, SharedCollection(pipeline.collect, config.collection_timeout), reload)
-
-    def collect(self) -> Collection:
-        """This state's collection: runs one, or joins the one in flight for this same state."""
-        return self.shared.get()
 
 
 class Reloader:

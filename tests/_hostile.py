@@ -27,7 +27,8 @@ from tests.netns import Netns
 PORT = 9731
 SERVE = r"""
 import json, sys
-from exporter.cli import build_parser, make_registry, resolve_config
+from exporter.cli import build_parser, resolve_config
+from exporter.exposition.registry import build_registry
 from exporter.reload import Reloader
 from exporter.web.config import load_web_config
 from exporter.web.server import ExporterHTTPServer, ServerLimits
@@ -35,7 +36,7 @@ limits, argv = json.loads(sys.argv[1]), sys.argv[2:]
 args = build_parser().parse_args(argv)
 config = resolve_config(args)
 web = load_web_config(args.web_config_file) if args.web_config_file else None
-server = ExporterHTTPServer(("127.0.0.1", PORT), make_registry(Reloader(None, {}, config)), config.telemetry_path,
+server = ExporterHTTPServer(("127.0.0.1", PORT), build_registry(Reloader(None, {}, config)), config.telemetry_path,
                             web_config=web, limits=ServerLimits(**limits))
 server.serve_forever()
 """.replace("PORT", str(PORT))

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.cli import make_registry
-from exporter.collection import CollectionTimeout, SharedCollection
+from exporter.exposition.registry import build_registry
+from exporter.pipeline.single_flight import CollectionTimeout, SharedCollection
 from exporter.reload import Reloader
 from exporter.settings.config import ConfigError, load_config, parse_config
 from exporter.web.server import ServerLimits
@@ -111,7 +111,7 @@ def test_the_deadline_is_configured_and_counted(tmp_path: Path) -> None:
                       "collection: {timeout: 2.5}\n")
     reloader = Reloader(str(config), {}, load_config(str(config)))
     assert reloader.state.shared._deadline == 2.5
-    body = generate_latest(make_registry(reloader)).decode()
+    body = generate_latest(build_registry(reloader)).decode()
     assert samples(body)["socket_exporter_collection_timeouts_total"][0][1] == SharedCollection.timeouts
     assert load_config(str(config)).collection_timeout == 2.5
     for bad in ("0", "-1", ".nan", ".inf", "true", "soon", "{}"):

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.exposition import process as self_metrics
+from exporter.exposition import health as self_metrics
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.model.table import SourceError, Table
-from exporter.reload import ExporterState
+from exporter.pipeline.state import ExporterState
 from exporter.settings.config import Config
 from exporter.sources import netlink as netlink_source
 from tests._golden import PROCFS_FIXTURES

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.collection import SharedCollection
+from exporter.pipeline.single_flight import SharedCollection
 from exporter.web.server import ExporterHTTPServer, ServerLimits
 from tests._http import Client, new_server, raise_fd_limit, serving
 

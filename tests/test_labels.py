@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.aggregate.counts import Counts
-from exporter.collection import Collection, Pipeline, SharedCollection
 from exporter.exposition.sockets import MAX_LABEL_LENGTH, SocketMetricsCollector
 from exporter.model.table import Table
 from exporter.owners.scan import OwnerScan, parse_comm
-from exporter.reload import ExporterState
+from exporter.pipeline.collection import Collection, Pipeline
+from exporter.pipeline.single_flight import SharedCollection
+from exporter.pipeline.state import ExporterState
 from exporter.settings.config import Config, PerProcessConfig
 from tests._require import require_tool
 from tests.exposition import run_once, samples

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.exposition import process as self_metrics
+from exporter.exposition import health as self_metrics
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.model.table import SourceUnavailable, Table, status_name
-from exporter.reload import ExporterState
+from exporter.pipeline.state import ExporterState
 from exporter.settings.config import Config, PerProcessConfig
 from exporter.sources import netlink as netlink_source
 from exporter.sources.netlink import ALL_STATES, diag_request, read_tables

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.cli import make_registry
+from exporter.exposition.registry import build_registry
 from exporter.reload import Reloader
 from exporter.settings.config import Config, load_config
 from tests._golden import PROCFS_FIXTURES
@@ -90,7 +90,7 @@ def test_bad_file_keeps_last_good_config(name: str, config_file: Path, caplog: p
     assert state.reload is not None and state.reload == type(state.reload)(False, 1002)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "\n" not in errors[0] and "still serving the last good config" in errors[0]
-    body = generate_latest(make_registry(reloader)).decode()
+    body = generate_latest(build_registry(reloader)).decode()
     assert samples(body)["socket_config_last_reload_successful"][0][1] == 0.0
     assert samples(body)["socket_config_last_reload_success_timestamp_seconds"][0][1] == 1002
     write_atomically(config_file, B)
@@ -109,7 +109,7 @@ def test_flags_keep_overriding_and_listen_address_needs_a_restart(
     assert config.source == "proc" and config.kinds == ("unix",) and config.procfs == "/proc"
     assert config.listen_address == Config().listen_address
     assert any("listen_address" in r.getMessage() and "restart" in r.getMessage() for r in caplog.records)
-    body = generate_latest(make_registry(reloader)).decode()
+    body = generate_latest(build_registry(reloader)).decode()
     assert {x["source"] for x, _ in samples(body)["socket_scrape_source"]} == {"proc"}
 
 
@@ -120,7 +120,7 @@ def test_no_scrape_mixes_two_configs(config_file: Path) -> None:
     a, b = A.replace("source: netlink\n", fixture), B.replace("source: netlink\n", fixture)
     write_atomically(config_file, a)
     reloader = reloader_for(config_file, clock=time.time)
-    registry = make_registry(reloader)
+    registry = build_registry(reloader)
     expected = {signature(generate_latest(registry).decode())}
     write_atomically(config_file, b)
     reloader.reload()

@@ -13,7 +13,7 @@
   at 9 (+2), then A gone and B at 1 (+1): the counter reads 7, 9, 10. Totals of a port with no
   listener are kept, so a listener coming back continues from its old value; at most one entry per
   (scope, table, port) exists, bounded by the port space. One counter serves the whole process
-  (``exporter.port_views.DROPS_COUNTER``), so a config reload does not start it over.
+  (``exporter.pipeline.views.DROPS_COUNTER``), so a config reload does not start it over.
 """
 
 from __future__ import annotations

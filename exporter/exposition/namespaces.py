@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 
-from ..collection import Collection
 from ..model.table import FAMILY_LABEL, TYPE_LABEL
-from ..netns.read import RESULTS
+from ..model.tags import Result
+from ..pipeline.collection import Collection
 
 IDENTITY_LABELS = ["pod_uid", "pod_namespace", "pod_name", "container_id"]
 NAMESPACE_LABELS = ["netns", "family", "type", "status", *IDENTITY_LABELS]
@@ -36,7 +36,7 @@ def namespace_families(c: Collection) -> Iterator[GaugeMetricFamily]:
         "Sockets per network namespace (netns = its inode) by family, type and psutil status, with the pod "
         "or container living in it; non-zero series only. Sums to socket_connections.",
         labels=NAMESPACE_LABELS)
-    results = dict.fromkeys(RESULTS, 0)
+    results = dict.fromkeys(Result, 0)
     for ns in sorted(c.namespaces, key=lambda n: n.inode):
         results[ns.result] += 1
         ident = (ns.identity.pod_uid, *ns.pod, ns.identity.container_id)

@@ -25,12 +25,17 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from ..pipeline.state import ExporterState
+from . import health
 from .budget import FOLDABLE, count, fit
+from .sockets import SocketMetricsCollector
 
 log = logging.getLogger("exporter")
 #: Samples of the three families this module adds.
@@ -75,3 +80,23 @@ class BudgetedRegistry(CollectorRegistry):
         for name in FOLDABLE:
             folded.add_metric([name], cumulative.get(name, 0))
         yield folded
+
+
+class HoldsState(Protocol):
+    """What holds the current state: the Reloader when serving, a :class:`FixedState` for ``--once``."""
+
+    @property
+    def state(self) -> ExporterState: ...
+
+
+@dataclass(frozen=True)
+class FixedState:
+    state: ExporterState
+
+
+def build_registry(holder: HoldsState) -> CollectorRegistry:
+    """The scrape registry, serving and ``--once`` alike: one collector reading ``holder.state`` once per
+    scrape, held to that state's ``limits.max_series``, and the process-wide self-metrics (health.py)."""
+    registry = BudgetedRegistry(lambda: holder.state.config.limits.max_series)
+    registry.register(SocketMetricsCollector(lambda: holder.state))
+    return health.register(registry)  # process_* and the netlink counters

@@ -2,7 +2,7 @@
 
 client_python's custom-collector pattern: ``collect()`` runs at scrape time and yields families built
 from that scrape's data only, so nothing is ever left over from an earlier scrape. It takes ONE
-reference to the current :class:`~exporter.reload.ExporterState` and builds every family from it, so
+reference to the current :class:`~exporter.pipeline.state.ExporterState` and builds every family from it, so
 a scrape racing a config reload reports one config or the other, never a mix.
 
 What is absent rather than zero, and why: a number the exporter could not compute must not read as a
@@ -13,7 +13,7 @@ or an empty breakdown would claim every socket was placed. ``socket_scrape_colle
 which stage failed.
 
 The process-wide self-metrics (``process_*``, the netlink dump counters) are prometheus_client
-objects in exporter/exposition/process.py, registered beside this collector: they do not depend on the
+objects in exporter/exposition/health.py, registered beside this collector: they do not depend on the
 config, so they need no share of the one state read.
 
 Label values: the owner's ``process`` label is a process name anyone can set (``prctl``, writing
@@ -32,13 +32,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from ..aggregate.counts import SeriesKey
-from ..collection import Collection, SharedCollection
 from ..model.table import FAMILY_LABEL, TYPE_LABEL
-from ..reload import ExporterState, ReloadStatus
+from ..pipeline.collection import Collection
+from ..pipeline.single_flight import SharedCollection
+from ..pipeline.state import ExporterState, ReloadStatus
 from ..sources import netlink
 from ..version import __version__
 from .namespaces import namespace_families
-from .ports import view_families
+from .views import view_families
 
 SERIES_LABELS = ["family", "type", "status"]
 MAX_LABEL_LENGTH = 128
@@ -78,7 +79,7 @@ class SocketMetricsCollector(Collector):
         yield from _socket_families(c)
         yield from namespace_families(c)
         yield from _health_families(c)
-        yield from view_families(c)  # listeners, ports, ephemeral: exposition/ports.py
+        yield from view_families(c)  # listeners, ports, ephemeral: exposition/views.py
         if state.reload is not None:  # serving (not --once): reloads and collection deadlines exist
             yield from _reload_families(state.reload)
             yield CounterMetricFamily("socket_exporter_collection_timeouts", "Scrapes failed because the "

@@ -30,10 +30,11 @@ import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
 from ..model.stage import Stage, StageTimer
 from ..model.table import SocketTable, SourceError, SourceUnavailable, Table
+from ..model.tags import Result, Source
 from ..sources import procfs
 from ..sources.select import TableReader
 from . import sockstat
@@ -41,15 +42,9 @@ from .discover import Namespace, NamespaceDenied, NamespaceGone, alive, discover
 from .identity import HOST, Identity, parse_cgroup, parse_pod_log_dirs
 from .setns import Job, NetnsWorkers, SetnsDenied
 
-if TYPE_CHECKING:
-    from ..port_views import ViewsResult
-
 log = logging.getLogger(__name__)
-#: (inode, tables, source of each, whether this thread is in the namespace) -> (views, their stages):
-#: exporter/port_views.py NamespaceViews, run where the tables were read (listener dump, sysctls).
-ViewsHook = Callable[[int, Sequence[SocketTable], Mapping[Table, str], bool], "tuple[ViewsResult, list[Stage]]"]
+T = TypeVar("T")
 
-RESULTS = ("netlink", "proc", "vanished", "denied", "failed")
 #: The reading thread's own view of /proc/net: after setns, the namespace it entered.
 THREAD_NET = "/proc/thread-self/net"
 POD_LOGS = "/var/log/pods"
@@ -60,44 +55,51 @@ class NamespaceRead:
     """One namespace's tables this scrape, how they were read and who lives there."""
 
     inode: int
-    result: str
+    result: Result
     identity: Identity = HOST
     pod: tuple[str, str] = ("", "")  # (Kubernetes namespace, pod name) from /var/log/pods, if there
     tables: list[SocketTable] = field(default_factory=list)
     served: list[Table] = field(default_factory=list)
+    source_of: dict[Table, Source] = field(default_factory=dict)  # the source that served each table read
     own: bool = False
     error: str = ""
     skipped: int = 0  # tables not dumped because sockstat proved them empty (sources/sockstat.py)
     #: (table, socket type, status) -> sockets, non-zero only; filled once counted, tables then dropped
     counts: dict[tuple[Table, int, str], int] = field(default_factory=dict)
-    views: ViewsResult | None = None  # listeners, ports, ephemeral of this namespace, when enabled
-    view_stages: list[Stage] = field(default_factory=list)
 
 
-class EveryNamespace:
-    """Reads every other namespace each scrape; keeps only caches keyed by live namespaces."""
+class EveryNamespace(Generic[T]):
+    """Reads every other namespace each scrape; keeps only caches keyed by live namespaces.
+
+    ``inside`` (the pipeline's views) runs on the thread that read a namespace, right after the read,
+    given the read and whether that thread is in the namespace (setns) or read it from outside
+    (/proc/PID/net); its results come back beside the reads, keyed by inode.
+    """
 
     def __init__(self, source: str, procfs_root: str, tables: Sequence[Table], own_inode: int,
                  threads: int = 2, pod_logs: str = POD_LOGS, detail: tuple[bool, bool] = (False, False),
-                 views: ViewsHook | None = None) -> None:
+                 inside: Callable[[NamespaceRead, bool], T] | None = None) -> None:
         self.source, self.procfs, self.tables = source, procfs_root, tuple(tables)
         self.own_inode, self.pod_logs = own_inode, pod_logs
-        self.detail, self.views = detail, views  # inet detail columns for the views (port_views.py)
+        self.detail, self.inside = detail, inside  # inet detail columns for the views (pipeline/views.py)
+        self._inside: dict[int, T] = {}
         self.workers = NetnsWorkers(threads)
         self._readers: dict[int, TableReader] = {}  # per namespace: fallbacks are logged once each
         self._identity: dict[tuple[int, int], Identity] = {}
         self._setns_denied_logged = False
         weakref.finalize(self, self.workers.close)  # a reload builds a new reader: stop the old threads
 
-    def own_read(self, tables: list[SocketTable], source_of: dict[Table, str], stages: list[Stage]) -> NamespaceRead:
+    def own_read(self, tables: list[SocketTable], source_of: dict[Table, Source], stages: list[Stage]) -> NamespaceRead:
         """Our own namespace, read by the caller's TableReader exactly as in ``own`` mode."""
-        via_proc = any(v == "proc" for v in source_of.values())
-        result = "failed" if not all(s.success for s in stages) else "proc" if via_proc else "netlink"
-        return NamespaceRead(self.own_inode, result, tables=tables, served=list(source_of), own=True)
+        result = _result(all(s.success for s in stages), source_of)
+        return NamespaceRead(self.own_inode, result, tables=tables, served=list(source_of), source_of=source_of,
+                             own=True)
 
-    def read(self, stages: list[Stage]) -> list[NamespaceRead]:
-        """Every namespace but our own, read; the ``namespaces`` stage fails on denied or failed ones."""
+    def read(self, stages: list[Stage]) -> tuple[list[NamespaceRead], dict[int, T]]:
+        """Every namespace but our own, read, and what ``inside`` returned for each; the ``namespaces``
+        stage fails on denied or failed ones."""
         timer = StageTimer(stages, "namespaces")
+        self._inside = {}
         found = discover(self.procfs).namespaces
         found.pop(self.own_inode, None)
         self._prune(found)
@@ -107,14 +109,14 @@ class EveryNamespace:
         pending: list[Namespace] = []
         out: list[NamespaceRead] = []
         for ns in found.values():
-            if self.source == "proc":
+            if self.source == Source.PROC:
                 jobs.append(Job(None, lambda ns=ns: self._read_proc(ns)))  # type: ignore[misc]
                 pending.append(ns)
                 continue
             try:
                 fd, pid = open_netns(self.procfs, ns)
             except NamespaceGone:
-                out.append(NamespaceRead(ns.inode, "vanished"))
+                out.append(NamespaceRead(ns.inode, Result.VANISHED))
                 continue
             except NamespaceDenied:
                 jobs.append(Job(None, lambda ns=ns: self._read_proc(ns)))  # type: ignore[misc]
@@ -133,25 +135,27 @@ class EveryNamespace:
                 self._log_setns_denied(res)
                 res = self._read_proc(ns)
             elif isinstance(res, BaseException):
-                res = NamespaceRead(ns.inode, "failed", error=str(res))
-            if res.result == "failed" and not alive(self.procfs, ns):
-                res = NamespaceRead(ns.inode, "vanished")  # torn down while we read it: not a failure
-            elif res.result == "failed":
+                res = NamespaceRead(ns.inode, Result.FAILED, error=str(res))
+            if res.result == Result.FAILED and not alive(self.procfs, ns):
+                res = NamespaceRead(ns.inode, Result.VANISHED)  # torn down while we read it: not a failure
+                self._inside.pop(ns.inode, None)
+            elif res.result == Result.FAILED:
                 log.error("netns %d: read failed%s", ns.inode, f": {res.error}" if res.error else "")
             out.append(res)
         for r in out:
-            if r.result in ("netlink", "proc", "failed"):
+            if r.result in (Result.NETLINK, Result.PROC, Result.FAILED):
                 r.identity = self._identity_of(found[r.inode])
                 r.pod = pods.get(r.identity.pod_uid, ("", "")) if r.identity.pod_uid else ("", "")
-        timer.success = not any(r.result in ("denied", "failed") for r in out)
+        timer.success = not any(r.result in (Result.DENIED, Result.FAILED) for r in out)
         timer.done()
-        return out
+        inside, self._inside = self._inside, {}
+        return out, inside
 
     def _read_netlink(self, ns: Namespace, pid: int | None) -> NamespaceRead:
         """Runs on a worker thread inside ``ns``: the configured source, /proc/PID/net as fallback."""
         reader = self._readers.get(ns.inode)
         if reader is None:
-            source = self.source if pid is not None else "netlink"  # no process: no /proc/PID/net
+            source = self.source if pid is not None else Source.NETLINK  # no process: no /proc/PID/net
             reader = self._readers[ns.inode] = TableReader(source, self.procfs, self.tables, *self.detail)
         reader.procfs_root = f"{self.procfs}/{pid}"
         stages: list[Stage] = []
@@ -169,12 +173,11 @@ class EveryNamespace:
         else:
             reader.tables = self.tables
             tables, source_of, _ = reader.read(stages)
-        ok = all(s.success for s in stages)
-        via_proc = any(v == "proc" for v in source_of.values())
-        result = "failed" if not ok else "proc" if via_proc else "netlink"
-        out = NamespaceRead(ns.inode, result, tables=tables, served=[*source_of, *skipped], skipped=len(skipped))
-        if self.views is not None:  # here, inside the namespace: its listener dump and sysctls
-            out.views, out.view_stages = self.views(ns.inode, tables, source_of, True)
+        result = _result(all(s.success for s in stages), source_of)
+        out = NamespaceRead(ns.inode, result, tables=tables, served=[*source_of, *skipped], source_of=source_of,
+                            skipped=len(skipped))
+        if self.inside is not None:  # here, inside the namespace: its listener dump and sysctls
+            self._inside[ns.inode] = self.inside(out, True)
         return out
 
     def _read_proc(self, ns: Namespace) -> NamespaceRead:
@@ -192,16 +195,17 @@ class EveryNamespace:
                     continue
                 if isinstance(exc, SourceUnavailable) and not os.path.exists(f"{self.procfs}/{pid}/net"):
                     continue
-                return NamespaceRead(ns.inode, "failed", error=f"/proc/{pid}/net: {exc}")
+                return NamespaceRead(ns.inode, Result.FAILED, error=f"/proc/{pid}/net: {exc}")
             # the pid may have left (and its number been reused) while we read: then this is not ns
             if pid_in(self.procfs, pid, ns.inode):
-                out = NamespaceRead(ns.inode, "proc", tables=tables, served=list(self.tables))
-                if self.views is not None:  # not inside: no sysctls of its own (ephemeral unavailable)
-                    out.views, out.view_stages = self.views(ns.inode, tables, dict.fromkeys(self.tables, "proc"), False)
+                out = NamespaceRead(ns.inode, Result.PROC, tables=tables, served=list(self.tables),
+                                    source_of=dict.fromkeys(self.tables, Source.PROC))
+                if self.inside is not None:  # not inside: no sysctls of its own (ephemeral unavailable)
+                    self._inside[ns.inode] = self.inside(out, False)
                 return out
         if not ns.pids and ns.path is not None and os.path.exists(ns.path):
             denied = True  # a named namespace with no process in it: only setns could read it
-        return NamespaceRead(ns.inode, "denied" if denied else "vanished")
+        return NamespaceRead(ns.inode, Result.DENIED if denied else Result.VANISHED)
 
     def _identity_of(self, ns: Namespace) -> Identity:
         for pid in ns.pids:
@@ -249,3 +253,8 @@ def merge(own: NamespaceRead, others: Sequence[NamespaceRead]) -> tuple[list[Soc
         tables.extend(r.tables)
         served.update(r.served)
     return tables, served
+
+
+def _result(ok: bool, source_of: Mapping[Table, Source]) -> Result:
+    """A namespace read failed, or was served (in part) by /proc, or by netlink alone."""
+    return Result.FAILED if not ok else Result.PROC if Source.PROC in source_of.values() else Result.NETLINK

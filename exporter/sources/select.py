@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from ..model.stage import Stage, StageTimer
 from ..model.table import SocketTable, SourceError, SourceUnavailable, Table, unknown_tcp_state
+from ..model.tags import Source
 from . import netlink, procfs
 
 log = logging.getLogger(__name__)
@@ -55,30 +56,30 @@ class TableReader:
         # which are TCP-only.
         self.detail, self.proc_detail = detail, proc_detail
         self._fallback_logged: set[Table] = set()
-        if source != "proc":
+        if source != Source.PROC:
             netlink.expose_tables(self.tables)
 
-    def read(self, stages: list[Stage]) -> tuple[list[SocketTable], dict[Table, str], bool]:
+    def read(self, stages: list[Stage]) -> tuple[list[SocketTable], dict[Table, Source], bool]:
         """(tables read, the source that served each table, whether ``auto`` fell back to /proc)."""
         tables: list[SocketTable] = []
-        source_of: dict[Table, str] = {}
-        to_proc: list[Table] = list(self.tables) if self.source == "proc" else []
-        if self.source != "proc":
+        source_of: dict[Table, Source] = {}
+        to_proc: list[Table] = list(self.tables) if self.source == Source.PROC else []
+        if self.source != Source.PROC:
             read, served, to_proc = self._read_netlink(stages)
             tables += read
-            source_of.update(dict.fromkeys(served, "netlink"))
+            source_of.update(dict.fromkeys(served, Source.NETLINK))
         if to_proc:
             read, from_proc = self._read_proc(stages, to_proc)
             tables += read
-            source_of.update(dict.fromkeys(from_proc, "proc"))
+            source_of.update(dict.fromkeys(from_proc, Source.PROC))
         fallback = self.source == "auto" and bool(to_proc)  # attempted (module docstring)
         if fallback and any(t not in source_of for t in to_proc):  # unavailable, and not replaced
-            next(s for s in stages if s.name == "netlink").success = False
+            next(s for s in stages if s.name == Source.NETLINK).success = False
         return tables, source_of, fallback
 
     def _read_netlink(self, stages: list[Stage]) -> tuple[list[SocketTable], list[Table], list[Table]]:
         """Returns (tables read, tables served, tables to try from /proc)."""
-        timer, read, served, to_proc = StageTimer(stages, "netlink"), [], [], []
+        timer, read, served, to_proc = StageTimer(stages, Source.NETLINK), [], [], []
         unavailable: dict[Table, SourceUnavailable] = {}
         for table in self.tables:
             try:
@@ -104,7 +105,7 @@ class TableReader:
         return read, served, to_proc
 
     def _read_proc(self, stages: list[Stage], wanted: Sequence[Table]) -> tuple[list[SocketTable], list[Table]]:
-        timer, read, served = StageTimer(stages, "proc"), [], []
+        timer, read, served = StageTimer(stages, Source.PROC), [], []
         for table in wanted:
             try:
                 read.extend(checked(procfs.read_tables(self.procfs_root, [table],

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 
-from ..collection import CollectionTimeout
+from ..pipeline.single_flight import CollectionTimeout
 from ..version import __version__
 from .auth import parse_basic
 from .config import WebConfig

@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.exposition.registry import BudgetedRegistry
 from exporter.exposition.sockets import SocketMetricsCollector
 from exporter.owners.cache import MIN_AGE
-from exporter.reload import ExporterState
+from exporter.pipeline.state import ExporterState
 from exporter.settings.config import Config, PerProcessConfig
 from tests.benchmark import ports
 from tests.benchmark.procstat import family_memory, proc_cpu, proc_status, workers_cpu, workers_of

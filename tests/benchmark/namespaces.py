@@ -36,7 +36,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.exposition.sockets import SocketMetricsCollector
-from exporter.reload import ExporterState
+from exporter.pipeline.state import ExporterState
 from exporter.settings.config import Config
 from tests.benchmark.measure import proc_cpu, proc_status
 from tests.every_netns import exporter_all, netns_inode, per_namespace

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.exposition.registry import BudgetedRegistry
 from exporter.exposition.sockets import SocketMetricsCollector
-from exporter.reload import ExporterState
+from exporter.pipeline.state import ExporterState
 from exporter.settings.config import Config, PerProcessConfig
 from exporter.settings.views import EphemeralConfig, ListenersConfig, PortsConfig
 from tests.benchmark import budget

@@ -1,4 +1,6 @@
-"""The listeners, ports and ephemeral views in one collection: their I/O, stages and error handling.
+"""The views (listeners, ports, ephemeral; ``--collector.<name>`` on the command line) of one collection.
+
+Their I/O, stages and error handling.
 
 Pure counting lives in :mod:`exporter.aggregate.listeners`, :mod:`exporter.aggregate.ports` and
 :mod:`exporter.aggregate.ephemeral`;
@@ -19,15 +21,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .aggregate.ephemeral import EphemeralUse, ephemeral_use
-from .aggregate.listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
-from .aggregate.ports import PortCounts, count_ports
-from .model.stage import Stage, StageTimer
-from .model.table import ListenTable, SocketTable, SourceError, Table
-from .settings.config import Config
-from .sources import netlink
-from .sources.procfs_inet import listeners_of
-from .sources.sysctl import read_range
+from ..aggregate.ephemeral import EphemeralUse, ephemeral_use
+from ..aggregate.listeners import DropsCounter, ListenQueues, PortValues, cap_listeners, listen_queues
+from ..aggregate.ports import PortCounts, count_ports
+from ..model.stage import Stage, StageTimer
+from ..model.table import ListenTable, SocketTable, SourceError, Table
+from ..model.tags import Source
+from ..settings.config import Config
+from ..sources import netlink
+from ..sources.procfs_inet import listeners_of
+from ..sources.sysctl import read_range
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT, DROPS = "socket_listen_queue_limit", "socket_listen_drops_total"
@@ -65,11 +68,6 @@ class Views:
         self._drops = drops
         self._logged = set[tuple[str, Table, str]]() if logged is None else logged
 
-    @property
-    def enabled(self) -> bool:
-        c = self.config
-        return c.listeners.enabled or c.ports.enabled or c.ephemeral.enabled
-
     def collect(self, tables: Sequence[SocketTable], source_of: Mapping[Table, str],
                 stages: list[Stage], sysctls: bool = True) -> ViewsResult:
         """This namespace's views. ``sysctls`` False: the calling thread is not in the tables' namespace
@@ -99,7 +97,7 @@ class Views:
                    out: ViewsResult) -> None:
         timer, read = StageTimer(stages, "listeners"), list[ListenTable]()
         for st in tcp:
-            if source_of[st.table] == "proc":
+            if source_of[st.table] == Source.PROC:
                 read.append(listeners_of(st))
                 continue
             try:
@@ -109,7 +107,7 @@ class Views:
                 log.error("listener dump failed for %s: %s", st.table.value, exc)
         timer.done()
         for lt in read:
-            reason = "proc" if source_of[lt.table] == "proc" else "kernel"
+            reason = "proc" if source_of[lt.table] == Source.PROC else "kernel"
             if lt.limits is None:
                 self._unavailable(out, QUEUE_LIMIT, lt.table, reason)
             if lt.drops is None:
@@ -128,31 +126,41 @@ class Views:
 
 
 class NamespaceViews:
-    """``network_namespaces: all``: one :class:`Views` per other namespace, scoped by its inode.
+    """The views of every namespace a collection reads, the exporter's own included: ONE path for all.
 
-    Called on the setns worker thread inside the namespace (exporter/netns/read.py), so the
-    listener dump and the ephemeral sysctls are that namespace's own. Each namespace's stages are
-    returned apart, merged into the scrape's by :func:`merge_stages`. A namespace no longer live is
-    forgotten, its drop totals too (the scope is its inode: a reused inode must not inherit them).
+    A scope names the namespace: "" for the exporter's own (``network_namespaces: own`` knows no
+    other), its inode for another one (``all``), whose views are computed on the setns worker thread
+    inside it (exporter/netns/read.py), so its listener dump and its ephemeral sysctls are its own.
+    Each call returns that namespace's stages apart, folded into the scrape's by :func:`merge_stages`.
+    A namespace no longer live is forgotten, its drop totals too (a reused inode must not inherit them).
     """
 
     def __init__(self, config: Config, drops: DropsCounter = DROPS_COUNTER) -> None:
         self.config, self._drops = config, drops
-        self._views: dict[int, Views] = {}
-        self._logged = set[tuple[str, Table, str]]()  # once per process, not once per namespace
+        self._views: dict[str, Views] = {}
+        # what is logged once: once for the own namespace, once for all the others together
+        self._logged = {True: set[tuple[str, Table, str]](), False: set[tuple[str, Table, str]]()}
 
-    def __call__(self, inode: int, tables: Sequence[SocketTable], source_of: Mapping[Table, str],
-                 sysctls: bool) -> tuple[ViewsResult, list[Stage]]:
-        views = self._views.get(inode)
-        if views is None:  # dict writes are atomic: two worker threads never share an inode
-            views = self._views[inode] = Views(self.config, str(inode), self._drops, self._logged)
+    @property
+    def enabled(self) -> bool:
+        c = self.config
+        return bool(c.listeners.enabled or c.ports.enabled or c.ephemeral.enabled)
+
+    def __call__(self, scope: str, tables: Sequence[SocketTable], source_of: Mapping[Table, str],
+                 sysctls: bool = True) -> tuple[ViewsResult, list[Stage]]:
+        """One namespace's views; ``sysctls`` as in :meth:`Views.collect`."""
+        views = self._views.get(scope)
+        if views is None:  # dict writes are atomic: two worker threads never share a namespace
+            views = self._views[scope] = Views(self.config, scope, self._drops, self._logged[scope == ""])
         stages: list[Stage] = []
         return views.collect(tables, source_of, stages, sysctls), stages
 
     def prune(self, live: set[int]) -> None:
-        for inode in [i for i in self._views if i not in live]:
-            del self._views[inode]
-        self._drops.retain({str(i) for i in live})
+        """Forget every other namespace but the ``live`` inodes (the own one stays)."""
+        scopes = {str(i) for i in live}
+        for scope in [s for s in self._views if s and s not in scopes]:
+            del self._views[scope]
+        self._drops.retain(scopes)
 
 
 def merge_stages(stages: list[Stage], more: Sequence[Sequence[Stage]]) -> None:

@@ -17,9 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..aggregate.listeners import PortValues
 from ..aggregate.ports import QueueKey
-from ..collection import Collection
 from ..model.table import FAMILY_LABEL, Table
-from ..port_views import ViewsResult
+from ..pipeline.collection import Collection
+from ..pipeline.views import ViewsResult
 from .namespaces import IDENTITY_LABELS
 
 NS_LABELS = ["netns", *IDENTITY_LABELS]
@@ -40,8 +40,8 @@ def view_families(c: Collection) -> Iterator[Family]:
         views: Scoped = [([], c.views)] if c.views is not None else []
         extra: list[str] = []
     else:
-        views = [([str(ns.inode), ns.identity.pod_uid, *ns.pod, ns.identity.container_id], ns.views)
-                 for ns in sorted(c.namespaces, key=lambda n: n.inode) if ns.views is not None]
+        views = [([str(ns.inode), ns.identity.pod_uid, *ns.pod, ns.identity.container_id], c.namespace_views[ns.inode])
+                 for ns in sorted(c.namespaces, key=lambda n: n.inode) if ns.inode in c.namespace_views]
         extra = NS_LABELS
     if c.views is None and not views:
         return

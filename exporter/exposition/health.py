@@ -6,8 +6,9 @@ Two kinds of self-metrics, kept apart on purpose:
   count since the process started, across config reloads) and client_python's ProcessCollector
   (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ``process_open_fds``,
   ``process_max_fds``, ``process_start_time_seconds``...). They are ordinary prometheus_client
-  ``Counter`` objects and collectors, bumped where the event happens (exporter/sources/netlink.py)
-  and registered by :func:`register`; client_python's own lock makes ``inc()`` exact across threads.
+  ``Counter`` objects and collectors, declared and bumped where the event happens
+  (exporter/sources/netlink.py) and registered here by :func:`register`; client_python's own lock
+  makes ``inc()`` exact across threads.
 * everything that depends on the *config* (socket families, stage health, reload status) is built by
   exporter/exposition/sockets.py from the ONE ExporterState a scrape reads. The reload status stays there on
   purpose: a Gauge the reloader sets would be read apart from that state, so a scrape racing a reload
@@ -22,9 +23,9 @@ Why no ``_created`` samples: client_python would add a ``..._created`` gauge per
 the 0.0.4 text format; here every child is created when the process starts, so it would only repeat
 ``process_start_time_seconds`` as extra series. :func:`register` turns them off for this process.
 
-Labels: ``table`` (``tcp tcp6 udp udp6 unix``); :func:`expose_tables` creates the children of the
-tables a netlink source dumps, at zero, so ``rate()`` works from the first scrape; a ``source: proc``
-exporter never dumps over netlink and shows the two families without samples.
+Labels: ``table`` (``tcp tcp6 udp udp6 unix``); :func:`exporter.sources.netlink.expose_tables` creates
+the children of the tables a netlink source dumps, at zero, so ``rate()`` works from the first scrape;
+a ``source: proc`` exporter never dumps over netlink and shows the two families without samples.
 """
 
 from __future__ import annotations
