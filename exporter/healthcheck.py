@@ -31,9 +31,8 @@ import ssl
 import sys
 from collections.abc import Mapping, Sequence
 
-import yaml
-
 from .settings.config import Config, ConfigError, load_config, parse_listen_address
+from .web.config import WebConfigError, load_web_config
 
 ENV = "SOCKET_EXPORTER_HEALTHCHECK_"
 TIMEOUT_S = 4.0  # under the image's HEALTHCHECK --timeout and the probes' timeoutSeconds (5 s)
@@ -80,9 +79,7 @@ def tls_context(web_config_file: str | None, env: Mapping[str, str]) -> ssl.SSLC
     """A client context when the web config turns TLS on (see the module docstring), else None."""
     if not web_config_file:
         return None
-    with open(web_config_file, encoding="utf-8") as f:
-        web = yaml.safe_load(f) or {}
-    if not isinstance(web, dict) or not web.get("tls_server_config"):
+    if load_web_config(web_config_file).tls is None:  # read and checked as the exporter does
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -138,7 +135,7 @@ def check(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
         host, port = parse_listen_address(args.listen_address or config.listen_address)
         context = tls_context(args.web_config_file, env)
         headers = credentials(env)
-    except (ConfigError, OSError, ssl.SSLError, yaml.YAMLError) as exc:
+    except (ConfigError, WebConfigError, OSError, ssl.SSLError) as exc:
         return f"cannot set up the check: {exc}"
     host = loopback(host)
     scheme = "https" if context else "http"
