@@ -8,13 +8,10 @@ The only module that imports pyroute2. The work is split on purpose:
   reference decoder the tests hold the lean one to on recorded dumps (tests/netlink_reference.py).
 * the bulk dump goes over a stdlib ``socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)`` and is
   decoded by :mod:`exporter.sources.netlink_wire` with ``struct``. pyroute2's ``DiagSocket.get_sock_stats``
-  took 2.6-4.2 s and +138 MB for 30-60k sockets (an object per message and per attribute), hides
-  kernel errors (a dump answered with an errno comes back as an empty tuple: its MarshalDiag picks
-  the message class by the byte at offset 16, so NLMSG_DONE(-ENOENT) is just another message) and
-  leaks fds when one instance is shared across threads. The stdlib dump plus struct decoding takes
-  0.05-0.07 s for the same sockets. Re-measured on 6.18, 30.9k sockets in a netns over 4 processes:
-  pyroute2 2.3 s and +48 MB maxrss; :func:`read_tables` 39 ms, of which the kernel's recv()s take
-  36 ms and decoding 5.5 ms (103k sockets: 114 ms, decoding 25 ms).
+  builds an object per message and per attribute (tens of times slower and heavier: tests/benchmark
+  compares them), hides kernel errors (a dump answered with an errno comes back as an empty tuple: its
+  MarshalDiag picks the message class by the byte at offset 16, so NLMSG_DONE(-ENOENT) is just another
+  message) and leaks fds when one instance is shared across threads.
 
 One netlink socket per dump, never shared: a dump that failed or was interrupted leaves messages
 queued, and concurrent scrapes would interleave. Opening one costs microseconds.
