@@ -8,8 +8,8 @@ The only module that imports pyroute2. The work is split on purpose:
   reference decoder the tests hold the lean one to on recorded dumps (tests/netlink_reference.py).
 * the bulk dump goes over a stdlib ``socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)`` and is
   decoded by :mod:`exporter.sources.netlink_wire` with ``struct``. pyroute2's ``DiagSocket.get_sock_stats``
-  builds an object per message and per attribute (tens of times slower and heavier: tests/benchmark
-  compares them), hides kernel errors (a dump answered with an errno comes back as an empty tuple: its
+  builds an object per message and per attribute (tens of times slower and heavier, see the
+  performance chapter), hides kernel errors (a dump answered with an errno comes back as an empty tuple: its
   MarshalDiag picks the message class by the byte at offset 16, so NLMSG_DONE(-ENOENT) is just another
   message) and leaks fds when one instance is shared across threads.
 
