@@ -1,6 +1,6 @@
 """``network_namespaces: all``: read the socket tables of every network namespace on the host.
 
-Per namespace found by :mod:`.namespaces` (the exporter's own is read by the caller, as in ``own``
+Per namespace found by :mod:`.discover` (the exporter's own is read by the caller, as in ``own``
 mode), in this order of preference:
 
 1. ``netlink``: a :mod:`.setns` worker thread enters the namespace and runs the usual
@@ -63,7 +63,7 @@ class NamespaceRead:
     source_of: dict[Table, Source] = field(default_factory=dict)  # the source that served each table read
     own: bool = False
     error: str = ""
-    skipped: int = 0  # tables not dumped because sockstat proved them empty (sources/sockstat.py)
+    skipped: int = 0  # tables not dumped because sockstat proved them empty (netns/sockstat.py)
     #: (table, socket type, status) -> sockets, non-zero only; filled once counted, tables then dropped
     counts: dict[tuple[Table, int, str], int] = field(default_factory=dict)
 

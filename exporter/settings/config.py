@@ -75,7 +75,7 @@ class Config:
     telemetry_path: str = "/metrics"
     procfs: str = "/proc"
     log_level: str = "info"
-    collection_timeout: float = DEFAULT_COLLECTION_TIMEOUT  # seconds; collection.py SharedCollection
+    collection_timeout: float = DEFAULT_COLLECTION_TIMEOUT  # seconds; pipeline/single_flight.py
     listeners: ListenersConfig = field(default_factory=ListenersConfig)
     ports: PortsConfig = field(default_factory=PortsConfig)
     ephemeral: EphemeralConfig = field(default_factory=EphemeralConfig)
