@@ -107,7 +107,10 @@ def test_idle_connections_and_stalled_handshakes_do_not_delay_a_scrape(tmp_path:
                 assert status == 200
             print(f"\nTLS scrape with 1000 idle + 100 stalled handshakes: max {max(latencies) * 1000:.0f} ms")
             assert max(latencies) < 1.0, latencies
-            assert client.metric("socket_exporter_http_open_connections") >= 1100  # all held, none dropped
+            # every idle one held; of the stalled handshakes one address keeps max_handshakes_per_client (the
+            # stalest of its others go: a handshake in progress holds OpenSSL's state, an idle connection none)
+            kept = 1000 + ServerLimits().max_handshakes_per_client
+            assert client.metric("socket_exporter_http_open_connections") >= kept
         finally:
             for s in held:
                 s.close()

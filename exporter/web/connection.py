@@ -15,12 +15,14 @@ import contextlib
 import fcntl
 import logging
 import socket
+import ssl
 import struct
 import termios
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .protocol import BadRequest, Request, head_end, parse_head
+from .tls_session import TlsSession
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024  # an answer is handed to the transport in pieces: each one taken is progress
 HANDSHAKE, READ, IDLE, BUSY, HELD, WRITE = "handshake", "read", "idle", "busy", "held", "write"
-_TIMEOUT_STAGE = {READ: "request", WRITE: "write"}  # idle closes are not timeouts
+_TIMEOUT_STAGE = {HANDSHAKE: "tls_handshake", READ: "request", WRITE: "write"}  # idle closes are not timeouts
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,13 @@ class ServerLimits:
     # Concurrent scrapes share one collection, so each extra one costs only its exposition:
     # 16 lets several Prometheus servers and ad-hoc curls through. Beyond: 503 scrape_limit.
     max_scrapes_in_flight: int = 16
+    max_scrapes_in_flight_per_client: int = 12  # of those, for one address (3/4): a flood from one leaves room
     max_connections: int = 2048
     max_connections_per_client: int = 1536  # per client IP address (3/4 of the slots); beyond: its own stalest goes
     max_buffered_bytes: int = 64 * 1024 * 1024  # responses waiting for slow readers, all connections together
     handshake_timeout: float = 10.0
+    max_handshakes: int = 256  # TLS handshakes in progress (past the ClientHello); beyond: the stalest goes
+    max_handshakes_per_client: int = 64  # of those, from one address
     header_timeout: float = 10.0  # request head and body, from the first byte (from accept on a new connection)
     idle_timeout: float = 300.0  # keep-alive between requests: longer than any sane scrape interval
     write_timeout: float = 60.0
@@ -49,6 +54,7 @@ class ServerLimits:
     scrape_timeout_offset: float = 0.5  # answer this much before the scraper gives up (blackbox_exporter's default)
     auth_workers: int = 1  # bcrypt threads: a password flood burns at most this many cores
     max_auth_pending: int = 32  # bcrypt checks queued or running; beyond: 503 auth_busy
+    max_auth_pending_per_client: int = 4  # of those, from one address; checks are taken one address at a time
     auth_timeout: float = 10.0
     auth_failure_delay: float = 0.5  # 401s and auth_busy 503s wait this long: a guessing client gets 2 tries/s
     max_header_bytes: int = 16 * 1024
@@ -56,8 +62,14 @@ class ServerLimits:
     shutdown_grace: float = 10.0  # on shutdown, requests in flight get this long to finish
 
 
-class Conn(asyncio.Protocol):
-    """One client connection (loop thread only): the asyncio protocol plus its stage and buffers."""
+class Conn(asyncio.BufferedProtocol):
+    """One client connection (loop thread only): the asyncio protocol plus its stage and buffers.
+
+    A ``BufferedProtocol`` because the kernel's bytes are read into one buffer the whole server shares
+    (``Transport.recv_view``) and copied from there only as far as this connection keeps them: no read
+    buffer per connection, whatever the client sends (asyncio's plain ``Protocol`` allocates 256 KiB per
+    read). With TLS the ciphertext goes through :class:`TlsSession`, which holds nothing for a silent client.
+    """
 
     def __init__(self, owner: Transport, sock: socket.socket, host: str, peer: str) -> None:
         self.owner, self.sock, self.host, self.peer = owner, sock, host, peer
@@ -66,30 +78,76 @@ class Conn(asyncio.Protocol):
         self.inbuf = bytearray()
         self.stage, self.pending, self.eof, self.paused, self.closed = HANDSHAKE, False, False, False, False
         self.counted = False  # its disconnect is counted
-        self.tls = False
+        self.tls: TlsSession | None = None
+        self.handshaking = False  # holds one of the server's handshake places (an SSLObject mid-handshake)
         self.started = False  # its task began: from then on asyncio owns the socket
         self.pipelined = False  # a request had more bytes queued behind it: this client does not wait for answers
         self.buffered = 0  # response bytes not yet taken by the kernel
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        transport.set_write_buffer_limits(high=CHUNK)  # pause_writing past one piece (TLS's default is 512 KiB)
+        transport.set_write_buffer_limits(high=CHUNK)  # pause_writing past one piece
 
-    def data_received(self, data: bytes) -> None:
-        self.inbuf += data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.owner.recv_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = self.owner.recv_view[:nbytes]
+        if self.tls is None:
+            self.inbuf += data
+        elif not self._decrypt(data):
+            return
         if len(self.inbuf) > self.owner.read_limit and self.transport is not None:
             self.transport.pause_reading()  # resumed once a request is taken off the buffer
         self.progress()
+
+    def _decrypt(self, data: memoryview) -> bool:
+        """Ciphertext in, plaintext to ``inbuf``; False when the connection failed its TLS."""
+        assert self.tls is not None and self.transport is not None
+        try:
+            plain, notify = self.tls.receive(data)
+        except ConnectionResetError:  # it left after its ClientHello: no handshake for it
+            self.close(abort=True)
+            return False
+        except ssl.SSLError as exc:
+            self.owner.metrics.tls_errors_total.inc()
+            log.debug("TLS with %s failed: %s", self.peer, exc)
+            self.transport.write(self.tls.outgoing())  # the alert saying why, if OpenSSL wrote one
+            self.close(abort=False)
+            return False
+        if out := self.tls.outgoing():
+            self.transport.write(out)
+        if self.handshaking and self.tls.done:
+            self.owner.handshake_over(self)
+        self.inbuf += plain
+        if notify:
+            self.eof_received()
+            self.close(abort=False)
+        return not notify
+
+    def before_handshake(self) -> None:
+        """Called with a whole ClientHello in hand, before OpenSSL gets it: refuse a client that already
+        closed (a flood of hellos and closes must cost no handshakes), and take a handshake place."""
+        try:
+            left = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            left = False
+        except OSError:
+            left = True
+        if left:
+            raise ConnectionResetError("client left before its handshake")
+        self.owner.handshake_begins(self)
+        self.handshaking = True
 
     def eof_received(self) -> bool:
         self.eof = True
         self.gone("end of stream")
         self.wake()
-        return not self.tls  # keep the write side open: a half-closed client still gets its answer
+        return self.tls is None  # keep the write side open: a half-closed client still gets its answer
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
@@ -154,11 +212,16 @@ class Conn(asyncio.Protocol):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self.handshaking:
+            self.owner.handshake_over(self)
         self.owner.forget(self)
         if reset:  # not a FIN queued behind answers the client never reads: the kernel frees them now
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         if self.transport is not None:
+            if not abort and self.tls is not None:
+                with contextlib.suppress(ssl.SSLError):
+                    self.transport.write(self.tls.close_notify())
             self.transport.abort() if abort else self.transport.close()
         elif self.task is not None and not self.started:
             self.sock.close()  # a task cancelled before it ran never reaches its finally
@@ -213,7 +276,11 @@ class Conn(asyncio.Protocol):
         for offset in range(0, len(view), CHUNK):
             if self.transport is None or self.closed:
                 raise ConnectionResetError("closed")
-            self.transport.write(view[offset:offset + CHUNK])
+            piece = view[offset:offset + CHUNK]
+            try:
+                self.transport.write(piece if self.tls is None else self.tls.encrypt(piece))
+            except ssl.SSLError as exc:
+                raise ConnectionResetError(f"TLS: {exc}") from exc
             while self.paused:
                 await self.wait()
             taken = min(CHUNK, len(view) - offset)

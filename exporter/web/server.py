@@ -5,13 +5,15 @@ with TLS one client that never sends its ClientHello stalls every scrape. Socket
 loop (exporter/web/transport.py); threads only compute, each kind in its own bounded pool:
 
 * **Scrapes**: ``max_scrapes_in_flight`` at once on a pool of that many + 1 threads (the +1 is for a
-  reload), half of them for a client that pipelines; one more is a 503 ``scrape_limit`` at once, since
-  queueing would only make it late. Concurrent scrapes share one collection (``SharedCollection``). The
-  exposition is negotiated with client_python's ``choose_encoder`` and ``gzip_accepted``: OpenMetrics
-  when Accept asks for it, else the text format labelled ``version=0.0.4`` (Prometheus before 3.x
-  refuses ``1.0.0``). X-Prometheus-Scrape-Timeout-Seconds less ``scrape_timeout_offset`` bounds the wait
-  for the collection (503 ``scrape_timeout`` while Prometheus still listens); the abandoned render
-  still counts as in flight until it ends, so slow collections cannot pile up threads.
+  reload), half of them for a client that pipelines, ``max_scrapes_in_flight_per_client`` for one
+  address (one sending requests and closing at once must leave room for Prometheus); one more is a 503
+  ``scrape_limit`` at once, since queueing would only make it late. Concurrent scrapes share one
+  collection (``SharedCollection``). The exposition is negotiated with client_python's
+  ``choose_encoder`` and ``gzip_accepted``: OpenMetrics when Accept asks for it, else the text format
+  labelled ``version=0.0.4`` (Prometheus before 3.x refuses ``1.0.0``).
+  X-Prometheus-Scrape-Timeout-Seconds less ``scrape_timeout_offset`` bounds the wait for the
+  collection (503 ``scrape_timeout`` while Prometheus still listens); the abandoned render still counts as in flight until it ends, so
+  slow collections cannot pile up threads.
 * **bcrypt** on its own pool (``auth_workers`` threads, ``max_auth_pending`` queued, beyond: 503
   ``auth_busy``); credentials that already succeeded skip it (exporter/web/auth.py). Every 401 and
   auth_busy 503 is held back ``auth_failure_delay`` in the evictable ``held`` stage, holding no thread,
@@ -25,6 +27,7 @@ Basic auth, when configured, guards every path, as exporter-toolkit does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import html
 import logging
@@ -41,6 +44,7 @@ from ..version import __version__
 from .auth import parse_basic
 from .config import WebConfig
 from .connection import BUSY, HELD, Conn, ServerLimits
+from .fair_queue import FairQueue
 from .metrics import ServerMetrics
 from .protocol import Request, response, text_response
 from .transport import Transport
@@ -59,6 +63,7 @@ _CHALLENGE = (("WWW-Authenticate", 'Basic realm="socket_exporter", charset="UTF-
 
 __all__ = ["CONTENT_TYPE_TEXT", "ExporterHTTPServer", "ServerLimits"]
 Reply = tuple[bytes, bool]
+_REFUSED = object()  # no place in the password-check queue
 
 
 class ExporterHTTPServer(Transport):
@@ -74,7 +79,8 @@ class ExporterHTTPServer(Transport):
                  web_config: WebConfig | None = None, on_reload: Callable[[], tuple[bool, str]] | None = None,
                  limits: ServerLimits | None = None) -> None:
         limits = limits or ServerLimits()
-        self._scrapes = self._auth_pending = 0  # loop-thread state: no lock needed
+        self._scrapes = 0  # loop-thread state: no lock needed
+        self._scrapes_of: dict[str, int] = {}  # in flight per client address
         self._reloading = False
         super().__init__(address, limits, ServerMetrics(lambda: self.open_connections, lambda: self._scrapes))
         self.stats = self.metrics  # the counters, by their old name
@@ -82,6 +88,8 @@ class ExporterHTTPServer(Transport):
         self.telemetry_path, self.on_reload = telemetry_path, on_reload
         self._workers = ThreadPoolExecutor(limits.max_scrapes_in_flight + 1, thread_name_prefix="scrape")
         self._bcrypt = ThreadPoolExecutor(limits.auth_workers, thread_name_prefix="bcrypt")
+        self._checks = FairQueue(self._bcrypt, limits.auth_workers, limits.max_auth_pending,
+                                 limits.max_auth_pending_per_client)
         self._registry: CollectorRegistry | None = None
         self.registry = registry
         tls, auth = self.web_config.tls, self.web_config.auth
@@ -123,37 +131,38 @@ class ExporterHTTPServer(Transport):
             if creds is None:
                 return await self._unauthorized(conn, keep, head, "missing")
             if not auth.cached(*creds):
-                if self._auth_pending >= self.limits.max_auth_pending:
+                verdict = await self._verify(conn, auth.verify, *creds)
+                if verdict is _REFUSED:
                     self.metrics.rejected_total.labels("auth_busy").inc()
                     return await self._held(conn, text_response(503, _REJECTED["auth_busy"], keep_alive=keep,
                                                                 head_only=head), keep)
-                verdict = await self._verify(auth.verify, *creds)
                 if verdict is None:
                     return self._reject("auth_busy", keep, head)
                 if not verdict:
                     return await self._unauthorized(conn, keep, head, "invalid")
         return await self._route(conn, req, keep, head)
 
-    async def _verify(self, verify: Callable[[str, bytes], bool], user: str, password: bytes) -> bool | None:
-        """bcrypt on its pool; None past ``auth_timeout``. A client gone while queued costs no bcrypt."""
-        self._auth_pending += 1
-        future = asyncio.get_running_loop().run_in_executor(self._bcrypt, verify, user, password)
-        future.add_done_callback(self._verified)
+    async def _verify(self, conn: Conn, verify: Callable[[str, bytes], bool], user: str,
+                      password: bytes) -> bool | object | None:
+        """bcrypt on its pool, each address in turn (exporter/web/fair_queue.py): the verdict, None past
+        ``auth_timeout``, ``_REFUSED`` when no place was free. A client gone while queued costs no bcrypt."""
+        future = self._checks.submit(conn.host, verify, user, password)
+        if future is None:
+            return _REFUSED
         try:
             done, _ = await asyncio.wait({future}, timeout=self.limits.auth_timeout)
         except asyncio.CancelledError:
             future.cancel()
             raise
         if not done:
+            future.cancel()
             return None
         try:
-            return bool(future.result())
+            result = future.result()
         except Exception:
             log.exception("password check failed")
             return False
-
-    def _verified(self, _: object) -> None:
-        self._auth_pending -= 1
+        return _REFUSED if result is None else bool(result)  # None: displaced by a quieter address
 
     async def _held(self, conn: Conn, payload: bytes, keep: bool) -> Reply:
         """``payload`` after ``auth_failure_delay``: without the delay a guessing client gets an answer per
@@ -178,9 +187,11 @@ class ExporterHTTPServer(Transport):
         if path == self.telemetry_path:
             if method not in _GET:
                 return _text(405, "method not allowed", keep, head, ("Allow", "GET, HEAD"))
-            if self._scrapes >= self.limits.max_scrapes_in_flight // (2 if conn.pipelined else 1):
+            lim = self.limits
+            if (self._scrapes >= lim.max_scrapes_in_flight // (2 if conn.pipelined else 1)
+                    or self._scrapes_of.get(conn.host, 0) >= lim.max_scrapes_in_flight_per_client):
                 return self._reject("scrape_limit", keep, head)
-            return await self._scrape(req, keep, head)
+            return await self._scrape(conn.host, req, keep, head)
         if path == "/-/reload" and self.on_reload is not None:
             if method != "POST":
                 return _text(405, "use POST", keep, head, ("Allow", "POST"))
@@ -211,19 +222,25 @@ class ExporterHTTPServer(Transport):
         timeout = min(timeout, limits.max_scrape_timeout)
         return max(timeout - limits.scrape_timeout_offset, timeout / 2)
 
-    async def _scrape(self, req: Request, keep: bool, head: bool) -> Reply:
+    async def _scrape(self, host: str, req: Request, keep: bool, head: bool) -> Reply:
         self._scrapes += 1
+        self._scrapes_of[host] = self._scrapes_of.get(host, 0) + 1
         future = asyncio.get_running_loop().run_in_executor(
             self._workers, render, self.registry, req.headers.get("accept", ""),
             req.headers.get("accept-encoding", ""), keep, head)
-        future.add_done_callback(self._scraped)
+        future.add_done_callback(functools.partial(self._scraped, host))
         done, _ = await asyncio.wait({future}, timeout=self.scrape_budget(req.headers.get(SCRAPE_TIMEOUT_HEADER)))
         if not done:
             return self._reject("scrape_timeout", keep, head)
         return future.result(), keep
 
-    def _scraped(self, _: object) -> None:
+    def _scraped(self, host: str, _: object) -> None:
         self._scrapes -= 1
+        left = self._scrapes_of[host] - 1
+        if left:
+            self._scrapes_of[host] = left
+        else:
+            del self._scrapes_of[host]
 
     async def _reload(self, on_reload: Callable[[], tuple[bool, str]], keep: bool) -> Reply:
         self._reloading = True

@@ -37,13 +37,17 @@ import ssl
 import threading
 
 from .connection import BUSY, HANDSHAKE, IDLE, READ, WRITE, Conn, ServerLimits, unacked
+from .heap import Trimmer
 from .metrics import ServerMetrics
 from .protocol import BadRequest, Request, text_response
+from .tls_session import TlsSession
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024
 FD_HEADROOM = 128  # descriptors kept for the collection: netlink sockets, /proc walks, log files
+RECV_BUFFER = 64 * 1024
+ACCEPT_BATCH = 256  # connections accepted per wake-up of the listener
 TICK = 0.5  # the loop wakes at least this often, so a signal handler (SIGTERM) runs on the main thread
 
 
@@ -61,6 +65,9 @@ class Transport:
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
         self.conns: dict[Conn, None] = {}  # oldest progress first
         self._per_host: dict[str, int] = {}
+        self.handshakes = 0  # TLS handshakes in progress (an SSLObject made, not yet done)
+        self._handshakes_of: dict[str, int] = {}
+        self.recv_view = memoryview(bytearray(RECV_BUFFER))  # every connection reads into it (loop thread)
         self.buffered_total = 0
         self._stopping = False
         self.abandoned = 0  # requests still in flight when the shutdown grace ran out
@@ -113,12 +120,13 @@ class Transport:
         self._loop = loop = asyncio.get_running_loop()
         if self._stopping:
             return
-        accepting = loop.create_task(self._accept())
+        loop.add_reader(self._listener.fileno(), self._accept)
+        trimmer = Trimmer()
         while not self._stop.is_set():  # a tick, so Python runs a pending signal handler soon
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), TICK)
-        accepting.cancel()
-        await asyncio.sleep(0)
+            trimmer.tick(len(self.conns))
+        loop.remove_reader(self._listener.fileno())
         self._listener.close()  # refuse new connections at once rather than leave them in the backlog
         for conn in [c for c in self.conns if c.stage not in (BUSY, WRITE)]:
             conn.close(abort=True)
@@ -132,17 +140,31 @@ class Transport:
                  in_flight - self.abandoned, self.abandoned, self.limits.shutdown_grace)
 
     # -- admission and eviction ------------------------------------------------------------------------
-    async def _accept(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _accept(self) -> None:
+        """Accept every connection waiting, up to ACCEPT_BATCH, in one wake-up.
+
+        Why a batch: a client opening and closing connections as fast as it can fills the kernel's
+        accept queue if we take one per loop iteration, and a full queue drops the SYN of everyone
+        else, Prometheus included, who then waits out TCP's 1 s, 3 s, 7 s retransmits."""
+        for _ in range(ACCEPT_BATCH):
             try:
-                sock, addr = await loop.sock_accept(self._listener)
+                sock, addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) and not self.evict():
                     log.warning("cannot accept connections: %s; pausing accept for a second", exc)
-                    await asyncio.sleep(1.0)
+                    loop = asyncio.get_running_loop()
+                    loop.remove_reader(self._listener.fileno())
+                    loop.call_later(1.0, self._resume_accept)
+                    return
                 continue
+            sock.setblocking(False)
             self._admit(sock, str(addr[0]), f"{addr[0]}:{addr[1]}")
+
+    def _resume_accept(self) -> None:
+        if not self._stopping and self._listener.fileno() >= 0:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
 
     def _admit(self, sock: socket.socket, host: str, peer: str) -> None:
         full_host = self._per_host.get(host, 0) >= self.limits.max_connections_per_client
@@ -169,6 +191,33 @@ class Transport:
             return True
         return False
 
+    def handshake_begins(self, conn: Conn) -> None:
+        """Make room for one more handshake in progress: at ``max_handshakes`` in all, or at
+        ``max_handshakes_per_client`` for the connection's address, the stalest such handshake goes.
+
+        Why a bound of its own: a connection mid-handshake holds OpenSSL's handshake state, tens of KiB,
+        where a connection that has sent nothing holds a few hundred bytes, so ``max_connections`` alone
+        would let 2,000 stalled handshakes take 100 MB and more."""
+        mine = self._handshakes_of.get(conn.host, 0)
+        host = conn.host if mine >= self.limits.max_handshakes_per_client else None
+        if host is not None or self.handshakes >= self.limits.max_handshakes:
+            for other in self.conns:
+                if other.handshaking and (host is None or other.host == host):
+                    self.metrics.evicted_total.inc()
+                    other.close(abort=True)
+                    break
+        self.handshakes += 1
+        self._handshakes_of[conn.host] = self._handshakes_of.get(conn.host, 0) + 1
+
+    def handshake_over(self, conn: Conn) -> None:
+        conn.handshaking = False
+        self.handshakes -= 1
+        left = self._handshakes_of[conn.host] - 1
+        if left:
+            self._handshakes_of[conn.host] = left
+        else:
+            del self._handshakes_of[conn.host]
+
     def forget(self, conn: Conn) -> None:
         if self.conns.pop(conn, 0) is None:
             left = self._per_host[conn.host] - 1
@@ -184,20 +233,14 @@ class Transport:
         conn.started = True
         lim, loop = self.limits, asyncio.get_running_loop()
         ctx = self.tls_context()
-        conn.tls = ctx is not None
+        if ctx is not None:
+            conn.tls = TlsSession(ctx, conn.before_handshake)
         try:
-            conn.enter(HANDSHAKE if ctx else READ, None if ctx else lim.header_timeout)
-            try:
-                await loop.connect_accepted_socket(lambda: conn, sock, ssl=ctx,
-                                                   ssl_handshake_timeout=lim.handshake_timeout if ctx else None)
-            except ConnectionAbortedError:  # asyncio's ssl_handshake_timeout
-                self.metrics.timeouts_total.labels("tls_handshake").inc()
-                return
-            except (ssl.SSLError, OSError) as exc:
-                self.metrics.tls_errors_total.inc()
-                log.debug("TLS handshake with %s failed: %s", conn.peer, exc)
-                return
-            if ctx:
+            conn.enter(HANDSHAKE if ctx else READ, lim.handshake_timeout if ctx else lim.header_timeout)
+            await loop.connect_accepted_socket(lambda: conn, sock)
+            if conn.tls is not None:
+                while not conn.tls.done:
+                    await conn.wait()
                 conn.enter(READ, lim.header_timeout)
             served = 0
             while not conn.closed:
@@ -221,7 +264,7 @@ class Transport:
         except BadRequest as exc:
             with contextlib.suppress(ConnectionError):
                 await conn.send(text_response(exc.status, str(exc), keep_alive=False))
-        except ConnectionError:
+        except OSError:  # ConnectionError from a closed connection, or the socket failing under us
             pass
         except Exception:  # a bug must cost one connection, never the server
             log.exception("internal error serving %s", conn.peer)
