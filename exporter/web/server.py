@@ -12,8 +12,8 @@ loop (exporter/web/transport.py); threads only compute, each kind in its own bou
   ``choose_encoder`` and ``gzip_accepted``: OpenMetrics when Accept asks for it, else the text format
   labelled ``version=0.0.4`` (Prometheus before 3.x refuses ``1.0.0``).
   X-Prometheus-Scrape-Timeout-Seconds less ``scrape_timeout_offset`` bounds the wait for the
-  collection (503 ``scrape_timeout`` while Prometheus still listens); the abandoned render still counts as in flight until it ends, so
-  slow collections cannot pile up threads.
+  collection (503 ``scrape_timeout`` while Prometheus still listens); the abandoned render still
+  counts as in flight until it ends, so slow collections cannot pile up threads.
 * **bcrypt** on its own pool (``auth_workers`` threads, ``max_auth_pending`` queued, beyond: 503
   ``auth_busy``); credentials that already succeeded skip it (exporter/web/auth.py). Every 401 and
   auth_busy 503 is held back ``auth_failure_delay`` in the evictable ``held`` stage, holding no thread,

@@ -31,20 +31,19 @@ import asyncio
 import contextlib
 import errno
 import logging
-import resource
 import socket
 import ssl
 import threading
 
 from .connection import BUSY, HANDSHAKE, IDLE, READ, WRITE, Conn, ServerLimits, unacked
 from .heap import Trimmer
+from .listener import listen, raise_fd_limit
 from .metrics import ServerMetrics
 from .protocol import BadRequest, Request, text_response
 from .tls_session import TlsSession
 
 log = logging.getLogger(__name__)
 
-LISTEN_BACKLOG = 1024
 FD_HEADROOM = 128  # descriptors kept for the collection: netlink sockets, /proc walks, log files
 RECV_BUFFER = 64 * 1024
 ACCEPT_BATCH = 256  # connections accepted per wake-up of the listener
@@ -56,12 +55,12 @@ class Transport:
 
     def __init__(self, address: tuple[str, int], limits: ServerLimits, metrics: ServerMetrics) -> None:
         self.limits, self.metrics = limits, metrics
-        fds = _raise_fd_limit(limits.max_connections + FD_HEADROOM)
+        fds = raise_fd_limit(limits.max_connections + FD_HEADROOM)
         self.max_connections = max(1, min(limits.max_connections, fds - FD_HEADROOM))
         if self.max_connections < limits.max_connections:
             log.warning("RLIMIT_NOFILE %d allows only %d client connections", fds, self.max_connections)
         self.read_limit = limits.max_header_bytes + limits.max_body_bytes
-        self._listener = _listen(address)
+        self._listener = listen(address)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
         self.conns: dict[Conn, None] = {}  # oldest progress first
         self._per_host: dict[str, int] = {}
@@ -199,10 +198,12 @@ class Transport:
         where a connection that has sent nothing holds a few hundred bytes, so ``max_connections`` alone
         would let 2,000 stalled handshakes take 100 MB and more."""
         mine = self._handshakes_of.get(conn.host, 0)
-        host = conn.host if mine >= self.limits.max_handshakes_per_client else None
-        if host is not None or self.handshakes >= self.limits.max_handshakes:
+        if mine >= self.limits.max_handshakes_per_client or self.handshakes >= self.limits.max_handshakes:
+            # its own stalest at its own cap, else the stalest of the address with the most in progress
+            host = conn.host if mine >= self.limits.max_handshakes_per_client else \
+                max(self._handshakes_of, key=self._handshakes_of.__getitem__)
             for other in self.conns:
-                if other.handshaking and (host is None or other.host == host):
+                if other.handshaking and other.host == host:
                     self.metrics.evicted_total.inc()
                     other.close(abort=True)
                     break
@@ -272,32 +273,3 @@ class Transport:
             if conn.transport is None:
                 sock.close()
             conn.close(abort=False)
-
-
-def _raise_fd_limit(want: int) -> int:
-    """Raise RLIMIT_NOFILE's soft limit towards ``want`` (as Go does at start); the soft limit after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return want if soft == resource.RLIM_INFINITY else int(soft)
-
-
-def _listen(address: tuple[str, int]) -> socket.socket:
-    """A non-blocking listener; ``""`` is every address, IPv4 and IPv6 where the host has both."""
-    host = address[0] or ("::" if socket.has_dualstack_ipv6() else "0.0.0.0")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        listener.bind((host, address[1]))
-        listener.listen(LISTEN_BACKLOG)
-        listener.setblocking(False)
-    except OSError:
-        listener.close()
-        raise
-    return listener
