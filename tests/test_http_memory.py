@@ -84,8 +84,10 @@ def _round(ns: Netns, pid: int, attacks: list[Attack], ca: Path | None, hold: fl
 HANDSHAKE_CHURN = pytest.mark.xfail(reason="peak RSS under handshake churn above 150 MB; see docs/security.md")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=HANDSHAKE_CHURN) if n in ("full_handshakes", "stalled_handshakes")
-                                  else n for n in ATTACKS])
+CHURNING = ("full_handshakes", "stalled_handshakes")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=HANDSHAKE_CHURN) if n in CHURNING else n for n in ATTACKS])
 def test_attack_keeps_memory_bounded_and_scrapes_answered(tmp_path: Path, pki: Pki, name: str) -> None:
     require_netns()
     attacks, tls = ATTACKS[name]
