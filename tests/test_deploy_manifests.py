@@ -143,7 +143,7 @@ def test_scrape_objects_select_the_daemonset_pods() -> None:
     service = kind("service.yaml", "Service")
     assert service["spec"]["selector"].items() <= labels.items()
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
-    monitor = kind("podmonitor.yaml", "PodMonitor")
+    monitor = kind("prometheus-operator/podmonitor.yaml", "PodMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
     assert service["metadata"]["namespace"] == monitor["metadata"]["namespace"] == namespace
@@ -296,9 +296,9 @@ def test_tls_auth_patch_validates_and_its_probes_speak_tls_and_auth(tmp_path: Pa
     ds = patched_daemonset()
     pod = ds["spec"]["template"]["spec"]
     (c,) = pod["containers"]
+    # a strategic merge replaces the args list: the patch must repeat the DaemonSet's whole, then add its own
+    assert c["args"] == [*container()["args"], "--web.config.file=/etc/socket-exporter/web.yml"], "args repeated"
     args = build_parser().parse_args(c["args"])
-    original = build_parser().parse_args(container()["args"])
-    assert (args.procfs, args.listen_address) == (original.procfs, original.listen_address), "args repeated"
     dockerfile = (ROOT / "Dockerfile").read_text()
     python = re.search(r'ENTRYPOINT \["([^"]+)/socket-exporter"\]', dockerfile)[1] + "/python"  # type: ignore[index]
     for probe in ("livenessProbe", "readinessProbe"):
@@ -326,8 +326,17 @@ def test_tls_auth_patch_validates_and_its_probes_speak_tls_and_auth(tmp_path: Pa
 
 def test_kubectl_apply_of_the_directory_gets_only_whole_objects() -> None:
     """``kubectl apply -f config/kubernetes/`` (the DaemonSet's header) reads every file there, not
-    the patches/ below it: a patch there, with no apiVersion or kind, would fail the apply."""
+    the folders below it: a patch there, with no apiVersion or kind, would fail the apply, and so
+    would a PodMonitor on a cluster without the Prometheus Operator's CRDs (hence its own folder)."""
+    header = (K8S / "daemonset.yaml").read_text()
+    assert "kubectl apply -f config/kubernetes/ " in header
+    groups = set()
     for path in sorted(K8S.glob("*.yaml")):
         for doc in docs(path.name):
             assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
+            groups.add(doc["apiVersion"].rpartition("/")[0])
+    assert groups <= {"", "apps"}, f"only built-in kinds in config/kubernetes/: {groups}"
     assert PATCH.parent != K8S and "kind" not in yaml.safe_load(PATCH.read_text())
+    (operator,) = (K8S / "prometheus-operator").glob("*.yaml")
+    assert [d["apiVersion"] for d in docs(f"prometheus-operator/{operator.name}")] == ["monitoring.coreos.com/v1"]
+    assert "kubectl apply -f config/kubernetes/prometheus-operator/" in header
