@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def flag_error(message: str) -> str:
     """argparse's error ``message`` in the words a bad config value gets.
 
+    >>> flag_error("unrecognized arguments: --web.listen-addres :9731")
+    'unknown flag --web.listen-addres; see socket-exporter --help'
     >>> flag_error("unrecognized arguments: --web.listen-addres=:9 --x")
     'unknown flags --web.listen-addres=:9, --x; see socket-exporter --help'
     >>> flag_error("argument --source: invalid choice: 'nl' (choose from 'auto', 'netlink', 'proc')")
@@ -100,7 +102,8 @@ def flag_error(message: str) -> str:
     import re
 
     if message.startswith("unrecognized arguments: "):
-        flags = message.removeprefix("unrecognized arguments: ").split()
+        words = message.removeprefix("unrecognized arguments: ").split()
+        flags = [w for w in words if w.startswith("-")] or words  # not the value of an unknown flag
         return f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)}; see socket-exporter --help"
     m = re.fullmatch(r"argument ([^:]+): (.*)", message)
     if not m:
