@@ -1,4 +1,4 @@
-"""The listeners/ports/ephemeral views in the benchmark (README "Listeners and ports"): rows and targets.
+"""The listeners/ports/ephemeral views in the benchmark (docs/listeners-and-ports.md): rows and targets.
 
 Two exporter rows, timed in-process like the others (collect + exposition, long-lived state):
 
