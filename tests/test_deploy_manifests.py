@@ -196,6 +196,27 @@ def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     assert security.returncode == 0, "exposure above 3.0:\n" + security.stdout[-3000:]
 
 
+def test_systemd_recipe_venv_is_not_hidden_by_protect_home(tmp_path: Path) -> None:
+    """docs/deployment.md's recipe makes the venv with an interpreter by its full path: a venv links back
+    to its interpreter and standard library, and ProtectHome=yes hides /home, /root and /run/user from
+    the service (a pyenv python3 under /root starts from a shell and fails under systemd)."""
+    assert unit_keys(UNIT.read_text())["ProtectHome"] == ["yes"]
+    hidden = ("/home", "/root", "/run/user")
+    deployment = (ROOT / "docs/deployment.md").read_text()
+    (made,) = re.findall(r"^\$SUDO (\S+) -m venv (/opt/socket-exporter)$", deployment, re.M)
+    interpreter, _ = made
+    assert os.path.isabs(interpreter), "by its full path, not the first python3 on PATH"
+    assert f"{interpreter} -m venv /opt/socket-exporter" in UNIT.read_text(), "the unit's install notes agree"
+    require(os.path.exists(interpreter), f"{interpreter} (Debian's python3) is not installed here")
+    venv = tmp_path / "venv"
+    subprocess.run([interpreter, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    probe = "import sys, os; print(os.path.realpath(sys.executable)); print(sys.base_prefix); print(os.__file__)"
+    out = subprocess.run([str(venv / "bin/python"), "-c", probe], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.split()
+    paths = [os.path.realpath(venv / "bin/python"), *out]
+    assert not [p for p in paths if p.startswith(hidden)], f"hidden by ProtectHome=yes: {paths}"
+
+
 def test_unit_keeps_what_the_exporter_needs() -> None:
     unit = unit_keys(UNIT.read_text())
     one = {k: v[-1] for k, v in unit.items()}
