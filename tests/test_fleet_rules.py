@@ -123,7 +123,8 @@ def test_fleet_alerts_use_the_thresholds_and_durations_of_alerts_yml() -> None:
         assert _numbers(alert["expr"]) - STRUCTURAL == {thresholds[n] for n in names}, alert["alert"]
         assert (alert["for"], alert["labels"]) == (local[twin]["for"], local[twin]["labels"]), alert["alert"]
         notes = alert["annotations"]
-        assert set(notes) == {"summary", "description", "runbook_url"} and "$value" in notes["description"], alert["alert"]
+        assert set(notes) == {"summary", "description", "runbook_url"}, alert["alert"]
+        assert "$value" in notes["description"], alert["alert"]
         assert "$labels.instance" in notes["summary"] and "$labels.job" in notes["description"], alert["alert"]
 
 

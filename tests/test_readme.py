@@ -54,7 +54,7 @@ def test_shell_blocks_use_the_venv_and_no_bare_sudo() -> None:
         if re.search(r"(^|[\s;&|(])(sudo|pip3?|python3?)\s", code) and not re.search(r"python3 -(m venv|c '')", code):
             bad.append(line)
     assert not bad, "bare sudo/pip/python (use $SUDO and .venv/bin/...):\n" + "\n".join(bad)
-    assert not any("socket-exporter[auth]" in t for t in texts), "not on a package index: .venv/bin/pip install '.[auth]'"
+    assert not any("socket-exporter[auth]" in t for t in texts), "not on an index: .venv/bin/pip install '.[auth]'"
 
 
 def test_prometheus_reload_recipe_says_it_needs_the_lifecycle_flag() -> None:
@@ -129,7 +129,8 @@ PENDING = {"docs/architecture.md"}
 
 
 def anchor(heading: str) -> str:
-    """GitHub's anchor for a heading: ``The series budget: `limits.max_series` `` -> ``the-series-budget-limitsmax_series``."""
+    """GitHub's anchor of a heading, e.g. ``Series per host`` -> ``series-per-host`` and
+    ``The series budget: `limits.max_series` `` -> ``the-series-budget-limitsmax_series``."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
@@ -169,8 +170,8 @@ def test_every_link_of_readme_and_docs_resolves() -> None:
     assert checked > 40 and not bad, bad
 
 
-HISTORY = re.compile(r"\bissues? #?\d+|\bwaves?\b|\bbase commit|\bcommit [0-9a-f]{7}|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])"
-                     r"[0-9a-f]{7,40}\b", re.I)
+HISTORY = re.compile(r"\bissues? #?\d+|\bwaves?\b|\bbase commit|\bcommit [0-9a-f]{7}"
+                     r"|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b", re.I)  # the last: a commit hash
 
 
 def test_no_word_about_how_the_project_was_made() -> None:
