@@ -12,10 +12,11 @@ Default run: 10k, 40k, 100k TCP sockets + a busy host (500 processes x 200 fds, 
 sockets), 5 repetitions, 1000 scrapes for RSS flatness at 10k; each of the 10k/40k/100k cases then
 has a "holders busy" phase (every socket holder stopped and continued every 0.2 s, so it runs between
 scrapes and the owner cache cannot help), with 1000 more scrapes at 10k for RSS flatness of the
-exporter and its scan workers. About 4 minutes on 2 cores (more on a loaded machine).
+exporter and its scan workers. About 5 minutes on 2 cores, more on a loaded machine; ``--write-docs``
+puts the table, with the run's date, machine and duration, into docs/performance.md.
 
-``--exporter-root DIR`` runs the server (the HTTP rows) from another checkout, e.g. to measure a
-base commit in the same conditions; the in-process rows always use this checkout.
+``--exporter-root DIR`` runs the server (the HTTP rows) from another checkout, e.g. to measure an
+earlier version in the same conditions; the in-process rows always use this checkout.
 """
 
 from __future__ import annotations
