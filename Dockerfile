@@ -6,15 +6,14 @@
 # Default run (non-root, no capabilities): counts every socket of the network namespace it runs in,
 # the pid mapping covers only its own processes; the metrics say so (socket_owner_scan_processes
 # {result="denied"}, socket_unowned_sockets{reason="not_found"}). SYS_ADMIN (setns) and
-# --network-namespaces=all add every container's network namespace (README.md "Every network
-# namespace"). Full data for the host:
+# --network-namespaces=all add every container's network namespace (docs/namespaces.md). Full data for the host:
 #   docker run -d --name socket-exporter --restart unless-stopped \
 #     --network host --pid host --user 0:0 \
 #     --cap-drop ALL --cap-add DAC_READ_SEARCH --cap-add SYS_PTRACE --cap-add SYS_ADMIN \
 #     --security-opt apparmor=unconfined --read-only \
 #     -v /proc:/host/proc:ro -v /run/netns:/run/netns:ro,rslave \
 #     socket-exporter:latest --path.procfs=/host/proc --network-namespaces=all
-# Why each flag: README.md, "Deployment". tests/test_packaging.py replays the build and install steps.
+# Why each flag: docs/deployment.md. tests/test_packaging.py replays the build and install steps.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -49,7 +48,7 @@ USER 10001:10001
 EXPOSE 9731/tcp
 # The image has no curl. exporter/healthcheck.py fetches /-/healthy where the exporter listens: it
 # reads the entrypoint's flags (--web.listen-address, --web.config.file: TLS), and basic-auth
-# credentials from SOCKET_EXPORTER_HEALTHCHECK_USERNAME and _PASSWORD_FILE (README.md, "Deployment").
+# credentials from SOCKET_EXPORTER_HEALTHCHECK_USERNAME and _PASSWORD_FILE (docs/deployment.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/opt/socket-exporter/bin/python", "-m", "exporter.healthcheck"]
 ENTRYPOINT ["/opt/socket-exporter/bin/socket-exporter"]

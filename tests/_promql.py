@@ -22,12 +22,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "config" / "alerts.yml"
 DASHBOARD = ROOT / "dashboards" / "socket_exporter.json"
-#: The fleet's files (README "Running a fleet"): roll-ups for the scraping tier, alerts and dashboard
+#: The fleet's files (docs/fleet.md): roll-ups for the scraping tier, alerts and dashboard
 #: for the global tier.
 RECORDING = ROOT / "config" / "recording.yml"
 FLEET_ALERTS = ROOT / "config" / "fleet-alerts.yml"
 FLEET_DASHBOARD = ROOT / "dashboards" / "socket_exporter_fleet.json"
-DOCS = ROOT / "README.md"
+DOCS = ROOT / "docs" / "runbooks.md"  # the alert and threshold tables, one runbook heading per alert
 
 #: Metrics Prometheus itself makes (per target, or from the rules); everything else must be exported.
 PROMETHEUS_METRICS = frozenset({"up", "scrape_duration_seconds", "ALERTS"})

@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests._require import require_netns
+from tests.benchmark import docs
 from tests.benchmark.population import shards_for
 from tests.benchmark.report import ROWS, Case, render
 
@@ -61,3 +64,25 @@ def test_tiny_benchmark_runs_end_to_end() -> None:
     assert "busy 3x40" in out and "psutil.net_connections('all')" in out and "ss -tanp" in out
     assert "server RSS after 1 / 10 / 12 scrapes" in out
     assert "HOLDERS BUSY: exporter HTTP scrape" in out and "holders busy: server + workers RSS sum" in out
+
+
+def test_write_docs_replaces_only_the_block_between_the_markers(tmp_path: Path) -> None:
+    """``--write-docs``: the rendered table lands between the markers of a copy of docs/performance.md,
+    headed by date, command, duration and machine; every line outside them stays as it was."""
+    chapter = (ROOT / "docs/performance.md").read_text()
+    text = render([fake_case("10k", 10_000, 1), fake_case("100k", 100_000, 10)], "test machine",
+                  node_exporter=True, flat_scrapes=1000)
+    new = docs.block(text, date="2030-01-02", command="python -m tests.benchmark --write-docs", seconds=313)
+    assert new.startswith("Measured on 2030-01-02 with `python -m tests.benchmark --write-docs`, 5 minutes. "
+                          "Machine: test machine.\n\n| case | measurement |")
+    assert "```text\nTargets at 100k:" in new
+    copy = tmp_path / "performance.md"
+    copy.write_text(chapter)
+    docs.write(copy, new)
+    written = copy.read_text()
+    before, after = chapter.split(docs.BEGIN)[0], chapter.split(docs.END)[1]
+    assert written.startswith(before + docs.BEGIN + "\n" + new + "\n" + docs.END) and written.endswith(after)
+    docs.write(copy, new)
+    assert copy.read_text() == written, "idempotent"
+    with pytest.raises(ValueError, match="no <!-- benchmark-results:begin -->"):
+        docs.splice("# Performance\n", new, "x.md")

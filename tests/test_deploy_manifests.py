@@ -143,7 +143,7 @@ def test_scrape_objects_select_the_daemonset_pods() -> None:
     service = kind("service.yaml", "Service")
     assert service["spec"]["selector"].items() <= labels.items()
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
-    monitor = kind("podmonitor.yaml", "PodMonitor")
+    monitor = kind("prometheus-operator/podmonitor.yaml", "PodMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
     assert service["metadata"]["namespace"] == monitor["metadata"]["namespace"] == namespace
@@ -194,6 +194,27 @@ def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     security = subprocess.run([tool, "security", "--offline=yes", "--threshold=30",
                                str(tmp_path / "socket-exporter.service")], capture_output=True, text=True)
     assert security.returncode == 0, "exposure above 3.0:\n" + security.stdout[-3000:]
+
+
+def test_systemd_recipe_venv_is_not_hidden_by_protect_home(tmp_path: Path) -> None:
+    """docs/deployment.md's recipe makes the venv with an interpreter by its full path: a venv links back
+    to its interpreter and standard library, and ProtectHome=yes hides /home, /root and /run/user from
+    the service (a pyenv python3 under /root starts from a shell and fails under systemd)."""
+    assert unit_keys(UNIT.read_text())["ProtectHome"] == ["yes"]
+    hidden = ("/home", "/root", "/run/user")
+    deployment = (ROOT / "docs/deployment.md").read_text()
+    (made,) = re.findall(r"^\$SUDO (\S+) -m venv (/opt/socket-exporter)$", deployment, re.M)
+    interpreter, _ = made
+    assert os.path.isabs(interpreter), "by its full path, not the first python3 on PATH"
+    assert f"{interpreter} -m venv /opt/socket-exporter" in UNIT.read_text(), "the unit's install notes agree"
+    require(os.path.exists(interpreter), f"{interpreter} (Debian's python3) is not installed here")
+    venv = tmp_path / "venv"
+    subprocess.run([interpreter, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    probe = "import sys, os; print(os.path.realpath(sys.executable)); print(sys.base_prefix); print(os.__file__)"
+    out = subprocess.run([str(venv / "bin/python"), "-c", probe], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.split()
+    paths = [os.path.realpath(venv / "bin/python"), *out]
+    assert not [p for p in paths if p.startswith(hidden)], f"hidden by ProtectHome=yes: {paths}"
 
 
 def test_unit_keeps_what_the_exporter_needs() -> None:
@@ -296,9 +317,9 @@ def test_tls_auth_patch_validates_and_its_probes_speak_tls_and_auth(tmp_path: Pa
     ds = patched_daemonset()
     pod = ds["spec"]["template"]["spec"]
     (c,) = pod["containers"]
+    # a strategic merge replaces the args list: the patch must repeat the DaemonSet's whole, then add its own
+    assert c["args"] == [*container()["args"], "--web.config.file=/etc/socket-exporter/web.yml"], "args repeated"
     args = build_parser().parse_args(c["args"])
-    original = build_parser().parse_args(container()["args"])
-    assert (args.procfs, args.listen_address) == (original.procfs, original.listen_address), "args repeated"
     dockerfile = (ROOT / "Dockerfile").read_text()
     python = re.search(r'ENTRYPOINT \["([^"]+)/socket-exporter"\]', dockerfile)[1] + "/python"  # type: ignore[index]
     for probe in ("livenessProbe", "readinessProbe"):
@@ -326,8 +347,17 @@ def test_tls_auth_patch_validates_and_its_probes_speak_tls_and_auth(tmp_path: Pa
 
 def test_kubectl_apply_of_the_directory_gets_only_whole_objects() -> None:
     """``kubectl apply -f config/kubernetes/`` (the DaemonSet's header) reads every file there, not
-    the patches/ below it: a patch there, with no apiVersion or kind, would fail the apply."""
+    the folders below it: a patch there, with no apiVersion or kind, would fail the apply, and so
+    would a PodMonitor on a cluster without the Prometheus Operator's CRDs (hence its own folder)."""
+    header = (K8S / "daemonset.yaml").read_text()
+    assert "kubectl apply -f config/kubernetes/ " in header
+    groups = set()
     for path in sorted(K8S.glob("*.yaml")):
         for doc in docs(path.name):
             assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
+            groups.add(doc["apiVersion"].rpartition("/")[0])
+    assert groups <= {"", "apps"}, f"only built-in kinds in config/kubernetes/: {groups}"
     assert PATCH.parent != K8S and "kind" not in yaml.safe_load(PATCH.read_text())
+    (operator,) = (K8S / "prometheus-operator").glob("*.yaml")
+    assert [d["apiVersion"] for d in docs(f"prometheus-operator/{operator.name}")] == ["monitoring.coreos.com/v1"]
+    assert "kubectl apply -f config/kubernetes/prometheus-operator/" in header

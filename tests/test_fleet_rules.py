@@ -7,7 +7,8 @@
   of recording.yml, so the global tier needs nothing else;
 * every fleet alert has a case where it must fire and one where it must not, and weakening a rule
   makes its unit tests FAIL (mutations, as tests/test_rules.py does for alerts.yml);
-* the fleet alerts use alerts.yml's thresholds and durations, and README documents and runbooks them.
+* the fleet alerts use alerts.yml's thresholds and durations, and docs/fleet.md documents them
+  (their runbooks: tests/test_rules.py).
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def test_fleet_alerts_use_the_thresholds_and_durations_of_alerts_yml() -> None:
         assert _numbers(alert["expr"]) - STRUCTURAL == {thresholds[n] for n in names}, alert["alert"]
         assert (alert["for"], alert["labels"]) == (local[twin]["for"], local[twin]["labels"]), alert["alert"]
         notes = alert["annotations"]
-        assert set(notes) == {"summary", "description"} and "$value" in notes["description"], alert["alert"]
+        assert set(notes) == {"summary", "description", "runbook_url"}, alert["alert"]
+        assert "$value" in notes["description"], alert["alert"]
         assert "$labels.instance" in notes["summary"] and "$labels.job" in notes["description"], alert["alert"]
 
 
@@ -193,17 +195,22 @@ def test_weakened_rule_fails_the_unit_tests(tmp_path: Path, what: str, rules: Pa
     assert "FAILED" in proc.stdout + proc.stderr
 
 
-# ---- README "Running a fleet" ------------------------------------------------------------------------
+# ---- docs/fleet.md --------------------------------------------------------------------------------------
+FLEET_DOC = "docs/fleet.md"
+
+
 def yaml_blocks() -> list[dict[str, Any]]:
-    return [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", section("Running a fleet"), re.M | re.S)]
+    return [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", section("Running a fleet", FLEET_DOC),
+                                                  re.M | re.S)]
 
 
 def test_readme_documents_every_fleet_alert() -> None:
-    documented = {name: cells[:2] for name, cells in _doc_table("fleet alert").items()}
+    documented = {name: cells[:2] for name, cells in _doc_table("fleet alert", pq.ROOT / FLEET_DOC).items()}
     assert documented == {a["alert"]: [a["labels"]["severity"], a["for"]] for a in pq.alerts(pq.FLEET_ALERTS)}
-    recorded = set(re.findall(r"^\| `(instance(?:_status)?:[^`{]+)", section("Recorded series"), re.M))
+    recorded = set(re.findall(r"^\| `(instance(?:_status)?:[^`{]+)", section("Recorded series", FLEET_DOC), re.M))
     assert recorded == set(records(pq.RECORDING))
-    assert "limits.max_series" in section("Cost per host") and "LEAD" not in section("Cost per host")
+    cost = section("Cost per host", FLEET_DOC)
+    assert "limits.max_series" in cost and "LEAD" not in cost
 
 
 def test_readme_federation_job_is_the_example_file() -> None:

@@ -6,7 +6,8 @@
 * mutation checks: weakening a rule (dropping the floor, the ratio, ``for:``, the per-pid key, the
   rising check...) makes the unit tests FAIL. Without this, a test file that asserts nothing useful
   (say, exp_alerts: [] everywhere) would pass as well as a good one;
-* labels, annotations, the thresholds tables and runbooks in README.md agree with the rules;
+* labels, annotations, the thresholds tables and runbooks in docs/runbooks.md agree with the rules, and
+  every alert's runbook_url points at its runbook there;
 * every recording-rule name used anywhere is defined, and the example scrape config loads.
 """
 
@@ -145,11 +146,11 @@ def test_alerts_are_labelled_and_annotated() -> None:
             assert "socket_process_connections" in notes["description"], f"{name}: must name the top process"
 
 
-def _doc_table(first_column: str) -> dict[str, list[str]]:
-    """Rows of the README table whose header starts with ``first_column``, by first cell."""
+def _doc_table(first_column: str, doc: Path = pq.DOCS) -> dict[str, list[str]]:
+    """Rows of the tables of ``doc`` whose header starts with ``first_column``, by first cell."""
     rows: dict[str, list[str]] = {}
     inside = False
-    for line in pq.DOCS.read_text().splitlines():
+    for line in doc.read_text().splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
         if line.startswith("| " + first_column + " |"):
             inside = True
@@ -172,8 +173,22 @@ def test_alert_table_matches_severity_and_for() -> None:
 
 
 def test_every_alert_has_a_runbook() -> None:
-    headings = re.findall(r"^#### (\S+)$", pq.DOCS.read_text(), re.M)
+    headings = re.findall(r"^## ((?:Fleet)?Socket\w+)$", pq.DOCS.read_text(), re.M)
     assert sorted(headings) == sorted(a["alert"] for a in pq.alerts() + pq.alerts(pq.FLEET_ALERTS))
+
+
+def test_every_alert_links_its_runbook() -> None:
+    """runbook_url: one absolute base (docs/runbooks.md "Runbook links" says how to change it) and the
+    anchor of the alert's own ``## AlertName`` heading, which must exist."""
+    headings = set(re.findall(r"^## (\S+)$", pq.DOCS.read_text(), re.M))
+    bases = set()
+    for alert in pq.alerts() + pq.alerts(pq.FLEET_ALERTS):
+        url = alert["annotations"].get("runbook_url", "")
+        m = re.fullmatch(r"(https://[^/\s]+/\S*)docs/runbooks\.md#([a-z0-9-]+)", url)
+        assert m, f"{alert['alert']}: runbook_url {url!r}"
+        bases.add(m[1])
+        assert m[2] == alert["alert"].lower() and alert["alert"] in headings, alert["alert"]
+    assert len(bases) == 1, f"one base URL for every alert: {bases}"
 
 
 def test_recording_rules_used_are_defined() -> None:

@@ -12,10 +12,11 @@ Default run: 10k, 40k, 100k TCP sockets + a busy host (500 processes x 200 fds, 
 sockets), 5 repetitions, 1000 scrapes for RSS flatness at 10k; each of the 10k/40k/100k cases then
 has a "holders busy" phase (every socket holder stopped and continued every 0.2 s, so it runs between
 scrapes and the owner cache cannot help), with 1000 more scrapes at 10k for RSS flatness of the
-exporter and its scan workers. About 4 minutes on 2 cores (more on a loaded machine).
+exporter and its scan workers. About 5 minutes on 2 cores, more on a loaded machine; ``--write-docs``
+puts the table, with the run's date, machine and duration, into docs/performance.md.
 
-``--exporter-root DIR`` runs the server (the HTTP rows) from another checkout, e.g. to measure a
-base commit in the same conditions; the in-process rows always use this checkout.
+``--exporter-root DIR`` runs the server (the HTTP rows) from another checkout, e.g. to measure an
+earlier version in the same conditions; the in-process rows always use this checkout.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.benchmark import docs
 from tests.benchmark.population import bench_population
 from tests.benchmark.report import Case, render
 from tests.netns import Netns
@@ -128,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "sockets each (tests/benchmark/namespaces.py; it has more options when run alone)")
     p.add_argument("--json", metavar="FILE", help="also write the raw results here")
     p.add_argument("--render", metavar="FILE", help="only print the table of results saved with --json")
+    p.add_argument("--write-docs", metavar="FILE", nargs="?", const=str(docs.DEFAULT),
+                   help="also write the table between the markers of FILE (default docs/performance.md)")
     return p.parse_args(argv)
 
 
@@ -135,13 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
-        print(render([Case(**c) for c in saved["cases"]], saved["machine"], node_exporter=saved["node_exporter"],
-                     flat_scrapes=args.flat_scrapes))
+        text = render([Case(**c) for c in saved["cases"]], saved["machine"], node_exporter=saved["node_exporter"],
+                      flat_scrapes=args.flat_scrapes)
+        print(text)
+        if args.write_docs:
+            docs.write(Path(args.write_docs), docs.block(text, date=saved.get("date", "?"),
+                                                         command=saved.get("command", "?"),
+                                                         seconds=saved.get("seconds")))
         return 0
     if os.geteuid() != 0:
         print("the benchmark needs root (network namespaces)", file=sys.stderr)
         return 2
-    header = machine()
+    if args.write_docs:  # refuse a file without the markers now, not after the whole run
+        docs.splice(Path(args.write_docs).read_text(), "", args.write_docs)
+    header, started = machine(), time.monotonic()
+    date = time.strftime("%Y-%m-%d", time.gmtime())
+    command = " ".join(["python -m tests.benchmark", *(argv if argv is not None else sys.argv[1:])])
     cases: list[Case] = []
     for tcp in (int(s) for s in args.scales.split(",") if s):
         flat = args.flat_scrapes if tcp == args.flat_scale else 0
@@ -150,13 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         procs, fds = (int(x) for x in args.busy.split("x"))
         cases.append(run_case(f"busy {procs}x{fds}", args.busy_tcp, (procs, fds), args, 0))
     node = shutil.which(NODE_EXPORTER) is not None and not args.no_node_exporter
-    print(render(cases, header, node_exporter=node, flat_scrapes=args.flat_scrapes))
+    text = render(cases, header, node_exporter=node, flat_scrapes=args.flat_scrapes)
+    print(text)
+    seconds = time.monotonic() - started
+    print(f"# done in {seconds:.0f} s", file=sys.stderr, flush=True)
+    if args.write_docs:
+        docs.write(Path(args.write_docs), docs.block(text, date=date, command=command, seconds=seconds))
     if args.namespaces:
         from tests.benchmark import namespaces  # its own table: a different population and targets
         n, per_ns = (int(x) for x in args.namespaces.split("x"))
         print("\n" + namespaces.run(n, per_ns, args.reps))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": header, "node_exporter": node,
+        Path(args.json).write_text(json.dumps({"machine": header, "node_exporter": node, "date": date,
+                                               "command": command, "seconds": seconds,
                                                "cases": [c.__dict__ for c in cases]}))
     return 0
 

@@ -9,7 +9,7 @@ budget folds in place) and then:
 * ``budget fold``: fits them into half their samples, which folds through every step that has
   something to fold: the most the budget can cost on that exposition.
 
-The target is the issue's: the fold costs under 5% of the views-on scrape at 100k sockets.
+The target: the fold costs under 5% of the views-on scrape at 100k sockets.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The benchmark's socket populations, built from the test suite's own workers (tests/population.py).
 
 Why not ``socket_population(ns, scale)`` itself: every scale unit there also builds 26 UDP and UNIX
-fds, so 100k TCP sockets would drag 40k UDP and 220k UNIX sockets along, while the issue asks for
+fds, so 100k TCP sockets would drag 40k UDP and 220k UNIX sockets along, while the benchmark wants
 "a few hundred" of those. So this module starts the same ``socket_worker.py`` roles in a different
 mix, through the same :class:`tests.population.Worker` protocol and cleanup (``_stop``):
 

@@ -1,9 +1,9 @@
-"""The listeners/ports/ephemeral views in the benchmark (README "Listeners and ports"): rows and targets.
+"""The listeners/ports/ephemeral views in the benchmark (docs/listeners-and-ports.md): rows and targets.
 
 Two exporter rows, timed in-process like the others (collect + exposition, long-lived state):
 
 * ``[all] + per-process + views``: the default scrape with listeners, ports and ephemeral on, the
-  issue's "100k sockets still scrape at p50 <= 0.3 s";
+  target "100k sockets still scrape at p50 <= 0.3 s";
 * ``[inet] + views, counts only``: the same views without the owner scan.
 
 Against ``psutil.net_connections('inet')`` plus the same per-port aggregation written in plain Python
@@ -90,7 +90,7 @@ def measurements(timed_self: Callable[[Callable[[], int]], Any]) -> dict[str, Ca
 
 
 def targets(median: Callable[[str], float | None], check: Callable[..., None]) -> None:
-    """The issue's targets for the views, on the largest case."""
+    """The targets for the views, on the largest case."""
     full, psutil = median("exporter views all owners"), median("psutil inet ports")
     check("views on, [all] + per-process: median s", full, 0.3, True, "{:.3f}")
     check("psutil('inet') + per-port / views on [all] + per-process",

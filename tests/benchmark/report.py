@@ -1,4 +1,4 @@
-"""Turn the harness's raw samples into the one table the benchmark prints, plus the issue's targets.
+"""Turn the harness's raw samples into the one table the benchmark prints, plus its targets.
 
 Kept apart from the runners so the smoke test can render made-up results without root, and so the
 arithmetic (medians, which psutil run a row is compared with) is in one readable place.
@@ -109,7 +109,7 @@ def table(cases: list[Case], node_exporter: bool) -> list[str]:
 
 
 def targets(cases: list[Case], flat_scrapes: int) -> list[str]:
-    """The issue's targets, evaluated on the largest plain case (and the smallest, for linearity)."""
+    """The targets, evaluated on the largest plain case (and the smallest, for linearity)."""
     plain = [c for c in cases if not c.name.startswith("busy")]
     if not plain:
         return []
@@ -134,7 +134,7 @@ def targets(cases: list[Case], flat_scrapes: int) -> list[str]:
                                                         m("node_exporter tcpstat")), 1.5, True)
     check("psutil('tcp') / counts [tcp]", ratio(m("psutil tcp"), m("exporter netlink tcp counts")), 10, False)
     check("psutil('all') / per-process [all]", ratio(m("psutil all"), m("exporter netlink all owners")), 3, False)
-    check("(not an issue target) per-process [all] with no owner cache, as if every holder were busy: "
+    check("(informational, the worst case) per-process [all] with no owner cache, as if every holder were busy: "
           "psutil('all') / it",
           ratio(m("psutil all"), m("exporter netlink all owners cold")), 3, False)
     check("per-process [tcp] / ss -tanp", ratio(m("exporter netlink tcp owners"), m("ss -tanp")), 1, True)
@@ -144,8 +144,8 @@ def targets(cases: list[Case], flat_scrapes: int) -> list[str]:
           4, False)
     busy_cpu = m("busy exporter HTTP scrape", cpu=True)
     out.append(f"- holders busy: CPU s per HTTP scrape, server + scan workers: "
-               f"{'-' if busy_cpu is None else f'{busy_cpu:.3f}'} (issue: <= 1.5x the base commit's, "
-               f"measured with --exporter-root)")
+               f"{'-' if busy_cpu is None else f'{busy_cpu:.3f}'} (compare with another "
+               f"checkout's server: --exporter-root)")
     check("peak RSS, MB", max(c.result["rss_hwm"] for c in cases) / MB, 100, True, "{:.1f}")
     family = [mem["family_hwm"] for c in cases for mem in (c.result.get("memory"), c.result.get("busy", {}).get(
         "memory")) if mem]
